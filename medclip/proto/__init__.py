@@ -1,0 +1,1 @@
+"""ProtoECGNet (arXiv 2504.08713): prototype branches, losses, stages and explanations."""
