@@ -15,8 +15,8 @@ Vocabularies:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 #: The 14 CheXpert observations, in the CheXpert CSV column order.
 CHEXPERT_LABELS: tuple[str, ...] = (
@@ -37,7 +37,20 @@ CHEXPERT_LABELS: tuple[str, ...] = (
 )
 
 #: The ECG vocabulary of medclip's zero-shot defaults.
-ECG_LABELS: tuple[str, ...] = ("NORM", "AFIB", "SBRAD", "STACH", "LBBB", "RBBB", "MI", "ISCH", "LVH")
+ECG_LABELS: tuple[str, ...] = (
+    "NORM",
+    "AFIB",
+    "SBRAD",
+    "STACH",
+    "LBBB",
+    "RBBB",
+    "MI",
+    "ISCH",
+    "LVH",
+)
+
+#: Further ECG labels of ``datamodules.labels.ECG_LABELS`` that have default prompts too.
+EXTRA_ECG_LABELS: tuple[str, ...] = ("AFLT", "1AVB", "LQT", "PACE")
 
 #: PTB-XL diagnostic superclasses (Strodthoff et al. 2021).
 PTBXL_SUPERCLASS_LABELS: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
@@ -82,6 +95,10 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "MI": ("myocardial infarction", "infarction", "pathological q waves"),
     "ISCH": ("myocardial ischemia", "ischemic st-t changes", "st segment depression"),
     "LVH": ("left ventricular hypertrophy", "increased qrs voltage with strain"),
+    "AFLT": ("atrial flutter", "flutter waves", "sawtooth flutter waves"),
+    "1AVB": ("first degree av block", "prolonged pr interval", "first degree heart block"),
+    "LQT": ("long qt interval", "prolonged qt interval", "qt prolongation"),
+    "PACE": ("paced rhythm", "ventricular pacing", "pacemaker spikes"),
     # PTB-XL superclasses (NORM and MI shared with the ECG vocabulary).
     "STTC": ("st-t changes", "st segment and t wave abnormality", "nonspecific st-t changes"),
     "CD": ("conduction disturbance", "bundle branch block", "atrioventricular block"),
@@ -119,14 +136,14 @@ _ABNORMAL_PROMPTS: dict[str, tuple[str, ...]] = {
     "NORM": _ECG_ABNORMAL
     + tuple(
         f"{_SYNONYMS[lab][0]}."
-        for lab in dict.fromkeys(ECG_LABELS + PTBXL_SUPERCLASS_LABELS)
+        for lab in dict.fromkeys(ECG_LABELS + EXTRA_ECG_LABELS + PTBXL_SUPERCLASS_LABELS)
         if lab != "NORM"
     ),
 }
 
 _LABEL_MODALITIES: dict[str, tuple[str, ...]] = {
     **{lab: ("xray",) for lab in CHEXPERT_LABELS},
-    **{lab: ("ecg",) for lab in ECG_LABELS + PTBXL_SUPERCLASS_LABELS},
+    **{lab: ("ecg",) for lab in ECG_LABELS + EXTRA_ECG_LABELS + PTBXL_SUPERCLASS_LABELS},
 }
 
 #: label -> clinical synonyms (the first is the canonical phrase).
@@ -157,4 +174,6 @@ def vocabulary(name: str) -> tuple[str, ...]:
     try:
         return VOCABULARIES[name]
     except KeyError:
-        raise KeyError(f"unknown vocabulary {name!r}; choose one of {sorted(VOCABULARIES)}") from None
+        raise KeyError(
+            f"unknown vocabulary {name!r}; choose one of {sorted(VOCABULARIES)}"
+        ) from None
