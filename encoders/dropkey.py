@@ -1,4 +1,4 @@
-"""DropKey self-attention (Li et al., "DropKey for Vision Transformer", CVPR 2023, arXiv 2208.02646).
+"""DropKey self-attention (Li et al., "DropKey for Vision Transformer", CVPR 2023, 2208.02646).
 
 In training, each query in each head ignores a random subset of keys: a Bernoulli(``ratio``) mask
 of shape ``(B, H, N, N)`` pushes the chosen attention logits to the dtype's minimum *before* the
@@ -15,7 +15,7 @@ Deviations from MoRE (ANCHORS.md §1.1/§1.7):
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,7 @@ def dropkey_mask(
         generator: optional RNG.
 
     Returns:
-        Float ``(B, H, N, N)`` tensor, ``0`` where kept and ``torch.finfo(dtype).min`` where dropped.
+        Float ``(B, H, N, N)`` tensor: ``0`` where kept, ``torch.finfo(dtype).min`` where dropped.
         The diagonal (each token's own key) is always kept, so no row is fully masked.
     """
     if not 0.0 <= ratio <= 1.0:
@@ -84,6 +84,12 @@ def dropkey_mask(
     drop &= ~eye
     mask = torch.zeros(shape, dtype=dtype, device=drop.device)
     return mask.masked_fill_(drop, torch.finfo(dtype).min)
+
+
+def _sub(source: Any, name: str, default: nn.Module) -> nn.Module:
+    """``source.<name>`` when it is a module, else ``default``."""
+    value = getattr(source, name, None)
+    return value if isinstance(value, nn.Module) else default
 
 
 def _as_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -113,18 +119,19 @@ class DropKeyAttention(nn.Module):
                     f"cannot wrap {type(source).__name__} with DropKey: no attribute {name!r} "
                     "(expected a timm.layers.Attention-like module with a fused qkv projection)"
                 )
-        self.num_heads: int = int(source.num_heads)
-        self.head_dim: int = int(source.head_dim)
-        self.attn_dim: int = int(getattr(source, "attn_dim", self.num_heads * self.head_dim))
-        self.scale: float = float(getattr(source, "scale", self.head_dim**-0.5))
-        self.qkv: nn.Module = source.qkv
-        self.q_norm: nn.Module = getattr(source, "q_norm", nn.Identity())
-        self.k_norm: nn.Module = getattr(source, "k_norm", nn.Identity())
-        self.attn_drop: nn.Module = getattr(source, "attn_drop", nn.Dropout(0.0))
-        self.norm: nn.Module = getattr(source, "norm", nn.Identity())
-        self.gate: nn.Module | None = getattr(source, "gate", None)
-        self.proj: nn.Module = source.proj
-        self.proj_drop: nn.Module = getattr(source, "proj_drop", nn.Dropout(0.0))
+        src: Any = source
+        self.num_heads: int = int(src.num_heads)
+        self.head_dim: int = int(src.head_dim)
+        self.attn_dim: int = int(getattr(src, "attn_dim", self.num_heads * self.head_dim))
+        self.scale: float = float(getattr(src, "scale", self.head_dim**-0.5))
+        self.qkv: nn.Module = src.qkv
+        self.q_norm: nn.Module = _sub(src, "q_norm", nn.Identity())
+        self.k_norm: nn.Module = _sub(src, "k_norm", nn.Identity())
+        self.attn_drop: nn.Module = _sub(src, "attn_drop", nn.Dropout(0.0))
+        self.norm: nn.Module = _sub(src, "norm", nn.Identity())
+        self.gate: nn.Module | None = getattr(src, "gate", None)
+        self.proj: nn.Module = src.proj
+        self.proj_drop: nn.Module = _sub(src, "proj_drop", nn.Dropout(0.0))
         self.dropkey_ratio = dropkey_ratio
 
     @property
@@ -139,7 +146,9 @@ class DropKeyAttention(nn.Module):
         self._dropkey_ratio = float(value)
 
     def extra_repr(self) -> str:
-        return f"heads={self.num_heads}, head_dim={self.head_dim}, dropkey_ratio={self._dropkey_ratio}"
+        return (
+            f"heads={self.num_heads}, head_dim={self.head_dim}, dropkey_ratio={self._dropkey_ratio}"
+        )
 
     def forward(
         self,
@@ -153,7 +162,7 @@ class DropKeyAttention(nn.Module):
             x: ``(B, N, C)`` tokens.
             attn_mask: optional bool keep-mask or additive float bias broadcastable to
                 ``(B, H, N, N)``.
-            is_causal: causal attention (only without DropKey and without ``attn_mask``).
+            is_causal: causal attention (combined with ``attn_mask`` and DropKey when present).
 
         Returns:
             ``(B, N, C_out)`` tokens.

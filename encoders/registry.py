@@ -83,9 +83,7 @@ def build_config(config_cls: type[C], values: dict[str, Any], context: str = "")
     unknown = sorted(set(values) - names)
     where = f" for {context}" if context else ""
     if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {unknown}{where}; valid keys: {sorted(names)}"
-        )
+        raise ConfigError(f"unknown config key(s) {unknown}{where}; valid keys: {sorted(names)}")
     try:
         return config_cls(**values)
     except (TypeError, ValueError) as exc:
@@ -105,7 +103,7 @@ def create_encoder(name: str, **overrides: Any) -> nn.Module:
         ConfigError: an override names an unknown field or has an invalid value.
     """
     entry = _get(name)
-    cfg = build_config(entry.config_cls, {**entry.defaults, **overrides}, context=name)
+    cfg: Any = build_config(entry.config_cls, {**entry.defaults, **overrides}, context=name)
     return entry.builder(cfg)
 
 
