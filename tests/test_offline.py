@@ -8,8 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
+ROOT = Path(__file__).resolve().parents[1]
 GUARD = Path(__file__).resolve().parent / "netguard"
 
 
@@ -62,10 +61,29 @@ def test_cli_end_to_end_offline(tmp_path: Path) -> None:
     assert "text_model_weights           ok" in proc.stdout
     assert "blocked" not in proc.stderr
 
-    if "synth" in COMMAND_MODULES and (Path(__file__).parents[1] / "medclip/commands/synth.py").exists():
-        data = tmp_path / "data"
-        proc = _run(["-m", "medclip", "synth", str(data), "--n", "12", "--seed", "3"], tmp_path)
-        assert proc.returncode == 0, proc.stderr
-        assert "blocked" not in proc.stderr
-    else:  # pragma: no cover - only before the data layer lands
-        pytest.skip("synth command not available")
+    data = tmp_path / "data"
+    proc = _run(
+        ["-m", "medclip", "synth", str(data), "--n", "12", "--seed", "3", "--no-progress"], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "run"
+    proc = _run(
+        [
+            "-m", "medclip", "fit", "--config", "tiny", "--data-root", str(data),
+            "--out", str(run_dir), "--set", "trainer.max_steps=2", "--no-progress",
+        ],
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+    bundle = tmp_path / "bundle"
+    proc = _run(["-m", "medclip", "export", str(ckpt), str(bundle)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (bundle / "model.safetensors").exists()
+    if "zeroshot" in COMMAND_MODULES and (ROOT / "medclip/commands/zeroshot.py").exists():
+        ecg = next((data / "mimic-iv-ecg" / "files").rglob("*.hea"))
+        proc = _run(["-m", "medclip", "zeroshot", "--bundle", str(bundle), str(ecg)], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "research use only" in proc.stdout.lower()
+    assert "blocked" not in proc.stderr
