@@ -148,10 +148,11 @@ def _read_dicom(p: Path, repairs: list[str]) -> tuple[np.ndarray, dict[str, Any]
         raise CxrReadError(p, f"unexpected pixel array shape {arr.shape}")
     meta["stored_range"] = [float(arr.min()), float(arr.max())]
     try:
-        if samples > 1 or photometric == "PALETTE COLOR":
-            out = _dicom_color_to_gray(arr, ds, photometric, meta, repairs)
-        else:
-            out = _dicom_gray(arr, ds, photometric, meta, repairs)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite results checked below
+            if samples > 1 or photometric == "PALETTE COLOR":
+                out = _dicom_color_to_gray(arr, ds, photometric, meta, repairs)
+            else:
+                out = _dicom_gray(arr, ds, photometric, meta, repairs)
     except CxrReadError:
         raise
     except Exception as exc:
@@ -159,6 +160,11 @@ def _read_dicom(p: Path, repairs: list[str]) -> tuple[np.ndarray, dict[str, Any]
         raise CxrReadError(
             p, f"invalid LUT / pixel attributes ({type(exc).__name__}: {exc})"
         ) from None
+    if not np.isfinite(out.max()):  # out is clipped to [0, 1], so only NaN can remain
+        raise CxrReadError(
+            p,
+            "pixel attributes (RescaleSlope/Intercept, window or LUT) give non-finite values",
+        )
     return out, meta
 
 
@@ -215,7 +221,7 @@ def _dicom_gray(
         y_lo, y_hi = lo, hi
         x = apply_voi_lut(x, ds, index=0, prefer_lut=True)
         if voi_seq:
-            lut = np.asarray(voi_seq[0].LUTData, dtype=np.float64).ravel()
+            lut = _lut_values(voi_seq[0])
             y_lo, y_hi = float(lut.min()), float(lut.max())
             voi = "lut"
         else:
@@ -234,6 +240,15 @@ def _dicom_gray(
         np.subtract(1.0, out, out=out)
     meta["inverted"] = inverted
     return out
+
+
+def _lut_values(item: Dataset) -> np.ndarray:
+    """LUT Data as numbers, whether pydicom parsed it (US) or kept raw OW bytes."""
+    data = item.LUTData
+    if isinstance(data, (bytes, bytearray)):
+        bits = int(item.LUTDescriptor[2]) if "LUTDescriptor" in item else 16
+        return np.frombuffer(bytes(data), dtype="<u2" if bits > 8 else "u1").astype(np.float64)
+    return np.asarray(data, dtype=np.float64).ravel()
 
 
 def _range_check(scaled: np.ndarray, meta: dict[str, Any], what: str) -> None:
