@@ -37,6 +37,7 @@ class PinnableBatch(Batch):
             labels=self.labels.pin_memory(),
             study_ids=self.study_ids,
             text_tokens=tokens,
+            text_by_modality=self.text_by_modality,
         )
 
 
@@ -96,6 +97,9 @@ def collate_studies(
     labels = torch.stack([torch.as_tensor(s["labels"], dtype=torch.float32) for s in samples])
     text = [str(s["text"] or "") for s in samples]
     tokens = dict(tokenizer(text)) if tokenizer is not None else None
+    by_modality = {
+        key: [str(s.get(f"text_{key}") or "") for s in samples] for key in ("xray", "ecg")
+    }
     return PinnableBatch(
         xray=xray,
         ecg=ecg,
@@ -104,6 +108,7 @@ def collate_studies(
         labels=labels,
         study_ids=[str(s["study_id"]) for s in samples],
         text_tokens=tokens,
+        text_by_modality=by_modality,
     )
 
 

@@ -160,6 +160,10 @@ class StudyDataset(Dataset[Sample]):
             "xray": xray,
             "ecg": ecg,
             "text": text,
+            # report parts for text_mode=per_modality (tri-modal studies keep both in ``extra``;
+            # single-modality datasets fall back to the one report they have)
+            "text_xray": str(study.extra.get("cxr_report", text) or ""),
+            "text_ecg": str(study.extra.get("ecg_report", text) or ""),
             "present": present,
             "labels": torch.from_numpy(self._labels[index].copy()),
             "study_id": study.study_id,

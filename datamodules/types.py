@@ -136,6 +136,8 @@ class Batch:
         labels: ``(B, L)`` float32 with NaN for unknown/ignored labels.
         study_ids: B study ids.
         text_tokens: optional tokenizer output (``input_ids``, ``attention_mask``), ``(B, S)``.
+        text_by_modality: optional per-modality report parts, ``{"xray": [...], "ecg": [...]}``
+            (the CXR report and the ECG statements), for ``text_mode=per_modality``.
     """
 
     xray: torch.Tensor
@@ -145,6 +147,7 @@ class Batch:
     labels: torch.Tensor
     study_ids: list[str]
     text_tokens: dict[str, torch.Tensor] | None = None
+    text_by_modality: dict[str, list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.study_ids)
@@ -164,4 +167,5 @@ class Batch:
             labels=self.labels.to(device, non_blocking=True),
             study_ids=self.study_ids,
             text_tokens=tokens,
+            text_by_modality=self.text_by_modality,
         )

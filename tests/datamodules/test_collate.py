@@ -105,3 +105,30 @@ def test_pin_memory() -> None:
     pinned = b.pin_memory()
     assert pinned.xray.is_pinned() and pinned.present.is_pinned()
     assert torch.equal(pinned.xray, b.xray)
+
+
+def test_per_modality_report_parts_reach_the_batch() -> None:
+    import torch
+
+    from datamodules.collate import collate_studies
+
+    def sample(i: int, **extra: str) -> dict:
+        return {
+            "xray": None,
+            "ecg": torch.zeros(12, 4),
+            "text": f"combined {i}",
+            "present": torch.tensor([False, True, True]),
+            "labels": torch.zeros(2),
+            "study_id": f"s{i}",
+            **extra,
+        }
+
+    batch = collate_studies(
+        [sample(0, text_xray="cardiomegaly", text_ecg="atrial fibrillation"), sample(1)],
+        xray_shape=(1, 8, 8),
+    )
+    assert batch.text_by_modality == {
+        "xray": ["cardiomegaly", ""],
+        "ecg": ["atrial fibrillation", ""],
+    }
+    assert batch.to("cpu").text_by_modality == batch.text_by_modality
