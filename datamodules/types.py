@@ -2,7 +2,7 @@
 
 These are the contracts between ``datamodules`` and the rest of medclip:
 
-* :class:`Ecg`: float32 ``(12, T)`` in millivolts, canonical lead order, NaN + mask for missing leads.
+* :class:`Ecg`: float32 ``(12, T)`` in mV, canonical lead order, NaN + mask for missing leads.
 * :class:`Cxr`: float32 ``(H, W)`` in ``[0, 1]``, bright = dense, PHI-free metadata only.
 * :class:`Study`: one subject's X-ray / ECG / report, any of which may be missing.
 * :class:`Batch`: collated tensors plus the ``present`` mask that the loss uses.
