@@ -22,9 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import os
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -39,6 +36,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from _common import append_section, command_line, machine_line  # noqa: E402
 
 from datamodules.cache import build_cache, open_cache  # noqa: E402
 from datamodules.datamodule import ContrastiveDataModule  # noqa: E402
@@ -228,35 +227,6 @@ def data_wait_fraction(
 # report
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_line() -> str:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none used"
-    return (
-        f"CPU {cpu_model()}, {os.cpu_count()} logical cores ({usable} usable), "
-        f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
-        f"Python {platform.python_version()}, GPU: {gpu}"
-    )
-
-
-def command_line() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(Path.cwd()))
-    except ValueError:
-        exe_text = str(exe)
-    return shlex.join([exe_text, *sys.argv])
-
-
 def row(name: str, values: list[float]) -> str:
     return (
         f"| {name} | {statistics.median(values):,.1f} | {min(values):,.1f} | "
@@ -266,15 +236,7 @@ def row(name: str, values: list[float]) -> str:
 
 def append_report(path: Path, block: str) -> None:
     """Append ``block`` under the data-pipeline section (created if missing); never rewrites."""
-    existing = path.read_text(encoding="utf-8") if path.exists() else ""
-    with open(path, "a", encoding="utf-8") as fh:
-        if not existing:
-            fh.write("# Benchmarks\n\n")
-        elif not existing.endswith("\n"):
-            fh.write("\n")
-        if SECTION not in existing:
-            fh.write(f"\n{SECTION}\n\n")
-        fh.write(block + "\n")
+    append_section(path, SECTION, block)
 
 
 # ------------------------------------------------------------------------------------------

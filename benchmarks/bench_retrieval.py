@@ -33,6 +33,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+from _common import append_section, cpu_model
 from threadpoolctl import threadpool_limits
 
 from medclip.retrieval import IndexParams, create_faiss_index, ivf_nlist_for
@@ -103,14 +104,7 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
 
 def machine_info(threads: int) -> dict[str, str]:
     """CPU model, cores, thread settings and library versions."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         import torch
 
@@ -243,14 +237,7 @@ def run(args: argparse.Namespace) -> str:
 
 def append_report(path: Path, block: str) -> None:
     """Append ``block`` under :data:`HEADING` (added first if the file lacks it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    existing = path.read_text(encoding="utf-8") if path.exists() else ""
-    with open(path, "a", encoding="utf-8") as fh:
-        if not existing:
-            fh.write("# Benchmarks\n")
-        if HEADING not in existing:
-            fh.write(f"\n{HEADING}\n")
-        fh.write(block)
+    append_section(path, HEADING, block)
 
 
 def main(argv: list[str] | None = None) -> int:
