@@ -123,24 +123,27 @@ def _read_dicom(p: Path, repairs: list[str]) -> tuple[np.ndarray, dict[str, Any]
             raise CxrReadError(p, "DICOM holds a waveform (ECG), not an image (use read_ecg)")
         raise CxrReadError(p, "DICOM has no pixel data (element absent; truncated file?)")
     meta: dict[str, Any] = {"format": "dicom"}
-    for keyword, key in DICOM_META_ALLOWLIST.items():
-        value = ds.get(keyword)
-        if value is not None and value != "":
-            meta[key] = dicom_value(value)
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    meta["transfer_syntax"] = str(getattr(syntax, "name", syntax or "unknown"))
-    meta["sop_class"] = str(getattr(ds.get("SOPClassUID"), "name", ds.get("SOPClassUID", "")))
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    try:  # pydicom decodes lazily: a corrupt element (e.g. unknown VR) raises here (fuzz)
+        for keyword, key in DICOM_META_ALLOWLIST.items():
+            value = ds.get(keyword)
+            if value is not None and value != "":
+                meta[key] = dicom_value(value)
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        meta["transfer_syntax"] = str(getattr(syntax, "name", syntax or "unknown"))
+        meta["sop_class"] = str(getattr(ds.get("SOPClassUID"), "name", ds.get("SOPClassUID", "")))
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    except Exception as exc:
+        raise CxrReadError(p, f"corrupt DICOM element ({type(exc).__name__}: {exc})") from None
     try:
         arr = ds.pixel_array
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     except Exception as exc:  # decoders raise many types on truncated / unsupported data
         log.debug("pixel decoding failed on %s", p.name, exc_info=True)
         raise CxrReadError(
             p,
             f"cannot decode pixel data ({meta['transfer_syntax']}; {type(exc).__name__}: {exc})",
         ) from None
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if n_frames > 1:
         arr = arr[0]
         repairs.append(f"kept the first of {n_frames} frames")

@@ -15,7 +15,8 @@ Documented repairs (each one is listed in ``ecg.meta["repairs"]`` and logged):
 
 Everything else that is wrong raises :class:`EcgReadError` naming the file and the problem: a
 truncated or oversized signal file, a missing signal file, unreadable headers, non-voltage units,
-an implausible sampling rate (outside ``[MIN_FS_HZ, MAX_FS_HZ]``), no samples, corrupt DICOM.
+an implausible sampling rate (outside ``[MIN_FS_HZ, MAX_FS_HZ]``), non-physical amplitudes
+(beyond ``MAX_ABS_MV``, i.e. a wrong ADC gain), no samples, corrupt DICOM.
 
 Speed: common WFDB records (one signal file in format 16 or 61, one sample per frame: the PTB-XL,
 MIMIC-IV-ECG and PhysioNet/CinC layouts) have their header parsed here and their samples read with
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 #: Plausible sampling rates of a diagnostic ECG, in Hz; anything outside raises EcgReadError.
 MIN_FS_HZ: float = 50.0
 MAX_FS_HZ: float = 20_000.0
+#: Largest believable amplitude in mV (1 kV); beyond it (or on float32 overflow) the header's ADC
+#: gain or units are wrong and EcgReadError is raised (found by tests/datamodules/test_fuzz_*).
+MAX_ABS_MV: float = 1e6
 
 WFDB_SUFFIXES: frozenset[str] = frozenset({".hea", ".dat", ".mat"})
 DICOM_SUFFIXES: frozenset[str] = frozenset({".dcm", ".dicom"})
@@ -160,16 +164,25 @@ def _assemble(
     lead_map = _map_or_raise(path, ch.names, min_leads)
     out = np.full((len(CANONICAL_LEADS), n_samples), np.nan, dtype=np.float32)
     mask = lead_map.mask
-    for k, (src, sign) in enumerate(zip(lead_map.source, lead_map.sign)):
-        if src < 0:
-            continue
-        col = columns[:, src]
-        row = out[k]
-        np.multiply(col, ch.scale[src] * sign, out=row, casting="unsafe")
-        if ch.shift[src] != 0.0:
-            row += np.float32(ch.shift[src] * sign)
-        if ch.invalid is not None:
-            row[col == ch.invalid] = np.nan
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked just below
+        for k, (src, sign) in enumerate(zip(lead_map.source, lead_map.sign)):
+            if src < 0:
+                continue
+            col = columns[:, src]
+            row = out[k]
+            np.multiply(col, ch.scale[src] * sign, out=row, casting="unsafe")
+            if ch.shift[src] != 0.0:
+                row += np.float32(ch.shift[src] * sign)
+            if ch.invalid is not None:
+                row[col == ch.invalid] = np.nan
+        wild = (np.abs(out) > MAX_ABS_MV).any(axis=1)  # NaN compares False, inf True
+    if wild.any():
+        raise EcgReadError(
+            path,
+            f"leads {[CANONICAL_LEADS[k] for k in np.flatnonzero(wild)]} have non-physical "
+            f"amplitudes (beyond {MAX_ABS_MV:g} mV or float32 overflow); the ADC gain or "
+            "units are wrong",
+        )
     _note_lead_repairs(path, lead_map, repairs)
     finite = np.isfinite(out)
     empty = mask & ~finite.any(axis=1)
@@ -283,7 +296,7 @@ def _parse_header_fast(text: str) -> _FastHeader | None:
         n_sig = int(rec[1])
         fs = float(rec[2].split("/")[0]) if len(rec) > 2 else 250.0
         sig_len = int(rec[3]) if len(rec) > 3 else None
-        if n_sig < 1 or len(body) < 1 + n_sig:
+        if n_sig < 1 or len(body) != 1 + n_sig:  # extra spec lines: malformed, let wfdb judge
             return None
         files, fmts, names, units, gains, bases, sums = set(), set(), [], [], [], [], []
         for line in body[1 : 1 + n_sig]:
@@ -478,7 +491,10 @@ def _read_dicom_waveform(path: Path, min_leads: int) -> Ecg:
     from pydicom.waveforms import multiplex_array
 
     ds = open_dicom(path, EcgReadError)
-    groups = ds.get("WaveformSequence")
+    try:  # pydicom decodes lazily: a corrupt element (e.g. unknown VR) raises here (fuzz)
+        groups = ds.get("WaveformSequence")
+    except Exception as exc:
+        raise EcgReadError(path, f"corrupt DICOM element ({type(exc).__name__}: {exc})") from None
     if not groups:
         if "PixelData" in ds:
             raise EcgReadError(path, "DICOM holds an image, not a waveform (use read_cxr)")
@@ -487,8 +503,22 @@ def _read_dicom_waveform(path: Path, min_leads: int) -> Ecg:
         index, names = _pick_group(groups)
         group = groups[index]
         raw = multiplex_array(ds, index, as_raw=True)
+        if raw.ndim != 2 or raw.shape[1] != len(names):
+            raise EcgReadError(
+                path,
+                f"waveform data holds {raw.shape[1:]} channels but the multiplex group defines "
+                f"{len(names)} (NumberOfWaveformChannels disagrees with ChannelDefinitionSequence)",
+            )
         channels = _dicom_channels(path, group, names)
         fs = float(group.SamplingFrequency)
+        labels = [str(g.get("MultiplexGroupLabel", "")) for g in groups]
+        meta: dict[str, Any] = {
+            "format": "dicom",
+            "modality": str(ds.get("Modality", "")),
+            "sop_class": _uid_name(ds.get("SOPClassUID")),
+            "multiplex_group": labels[index],
+            "multiplex_groups": labels,
+        }
     except EcgReadError:
         raise
     except Exception as exc:
@@ -496,14 +526,6 @@ def _read_dicom_waveform(path: Path, min_leads: int) -> Ecg:
         raise EcgReadError(
             path, f"cannot decode DICOM waveform ({type(exc).__name__}: {exc})"
         ) from None
-    labels = [str(g.get("MultiplexGroupLabel", "")) for g in groups]
-    meta: dict[str, Any] = {
-        "format": "dicom",
-        "modality": str(ds.get("Modality", "")),
-        "sop_class": _uid_name(ds.get("SOPClassUID")),
-        "multiplex_group": labels[index],
-        "multiplex_groups": labels,
-    }
     return _assemble(path, raw, channels, fs, min_leads, meta, [])
 
 

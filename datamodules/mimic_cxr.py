@@ -259,7 +259,9 @@ def load_mimic_cxr(
         meta["study_time"] = study_datetime(meta["StudyDate"], meta["StudyTime"])
         meta["view"] = meta["ViewPosition"].astype("string").fillna("").str.strip().astype(str)
         meta = meta.drop_duplicates("dicom_id").set_index("dicom_id")
-        images["study_time"] = images["dicom_id"].map(meta["study_time"]).astype("datetime64[ns]")
+        # reindex, not map: map() with an empty table cannot cast back to datetime (fuzz)
+        times = meta["study_time"].reindex(images["dicom_id"].to_numpy())
+        images["study_time"] = times.to_numpy(dtype="datetime64[ns]")
         images["view"] = images["dicom_id"].map(meta["view"]).fillna("").astype(str)
         n_missing = int(images["study_time"].isna().sum())
         if n_missing:

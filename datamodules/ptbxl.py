@@ -201,6 +201,7 @@ def parse_scp_codes(text: object) -> dict[str, float] | None:
 def _load_statements(path: Path) -> pd.DataFrame:
     frame = read_table(path, index_col=0)
     require_columns(frame, path, STATEMENT_COLUMNS)
+    frame = frame[frame.index.notna()]  # a blank code row (e.g. a repeated header) is no code
     frame.index = frame.index.astype(str).str.strip()
     for flag in ("diagnostic", "form", "rhythm"):
         frame[flag] = pd.to_numeric(frame[flag], errors="coerce").fillna(0.0) == 1.0
@@ -242,6 +243,9 @@ def load_ptbxl(
     bad_fold = ~frame["strat_fold"].between(1, 10)
     if bool(bad_fold.any()):
         raise MetadataError(db_path, f"{int(bad_fold.sum())} row(s) with strat_fold outside 1..10")
+    blank = frame["filename_lr"].isna() | frame["filename_hr"].isna()
+    if bool(blank.any()):
+        raise MetadataError(db_path, f"{int(blank.sum())} row(s) with blank filename_lr/_hr")
     if frame["ecg_id"].duplicated().any():
         raise MetadataError(db_path, "duplicate ecg_id values")
     codes = [parse_scp_codes(v) for v in frame["scp_codes"]]
@@ -256,7 +260,7 @@ def load_ptbxl(
             ", ..." if len(bad) > 10 else "",
         )
     frame["scp_codes"] = pd.Series(codes, index=frame.index, dtype=object)
-    frame = frame[[c is not None for c in codes]].copy()
+    frame = frame[np.array([c is not None for c in codes], dtype=bool)].copy()  # [] = 0 columns
     frame["split"] = [fold_to_split(int(f)) for f in frame["strat_fold"]]
     frame["report"] = frame["report"].astype(object).where(frame["report"].notna(), None)
     if "recording_date" in frame.columns:

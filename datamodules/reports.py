@@ -99,7 +99,8 @@ def parse_cxr_sections(text: str) -> dict[str, str]:
         sections.setdefault(name, []).append(text[end:stop])
     out: dict[str, str] = {}
     for name, chunks in sections.items():
-        joined = " ".join(" ".join(chunk.split()) for chunk in chunks).strip()
+        # skip empty chunks: a repeated, empty section left a double space (fuzz)
+        joined = " ".join(w for w in (" ".join(chunk.split()) for chunk in chunks) if w)
         if joined:
             out[name] = joined
     return out

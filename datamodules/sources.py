@@ -138,7 +138,10 @@ def mimic_studies(
     has_e = pairs["ecg_row"].to_numpy() >= 0
     c_rows = np.where(has_c, pairs["cxr_row"].to_numpy(), 0)
     e_rows = np.where(has_e, pairs["ecg_row"].to_numpy(), 0)
-    fallback = np.where(has_c, cs["split"].to_numpy()[c_rows], es["split"].to_numpy()[e_rows])
+    # a trailing sentinel keeps both gathers valid when one index is empty (found by fuzzing)
+    c_split = np.append(cs["split"].to_numpy(dtype=object), "")
+    e_split = np.append(es["split"].to_numpy(dtype=object), "")
+    fallback = np.where(has_c, c_split[c_rows], e_split[e_rows])
     splits = subject_splits(
         pairs["subject_id"].to_numpy(),
         cs["subject_id"].to_numpy(),

@@ -130,7 +130,8 @@ def to_int_ids(values: pd.Series, path: str | Path, column: str) -> np.ndarray:
         MetadataError: blanks or non-integer values in the column.
     """
     numeric = pd.to_numeric(values, errors="coerce")
-    bad = numeric.isna() | (numeric != np.floor(numeric))
+    # inf / |x| >= 2**63 would wrap around in the int64 cast (found by test_fuzz_metadata.py)
+    bad = numeric.isna() | (numeric != np.floor(numeric)) | (numeric.abs() >= 2.0**63)
     if bool(bad.any()):
         raise MetadataError(
             path, f"column {column!r} has {int(bad.sum())} blank or non-integer value(s)"

@@ -138,7 +138,8 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
         return signal
     from scipy.signal import resample_poly
 
-    return np.asarray(resample_poly(signal, up, down, axis=-1, padtype="line"), dtype=np.float32)
+    pad = "line" if signal.shape[-1] >= 2 else "mean"  # a line through 1 sample is NaN (fuzz)
+    return np.asarray(resample_poly(signal, up, down, axis=-1, padtype=pad), dtype=np.float32)
 
 
 def _ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
