@@ -317,6 +317,10 @@ def _card(
 def _resolve_source(
     source: Any, config: MedclipConfig | None, label_names: Sequence[str] | None
 ) -> tuple[MedclipModel, MedclipConfig, list[str]]:
+    from medclip.training import with_text_max_length
+
+    if config is not None:  # training gave the text tower data.max_text_tokens; keep it
+        config = with_text_max_length(config)
     if isinstance(source, (str, Path)):
         from medclip.training import load_contrastive_checkpoint
 

@@ -241,3 +241,19 @@ def test_safe_loaders_read_plain_checkpoints(module: ContrastiveModule, tmp_path
     x = _inputs()
     for want, got in zip(_encode(module.model, x), _encode(again.model, x)):
         assert torch.allclose(want, got, atol=1e-6)
+
+
+def test_export_with_explicit_config_keeps_the_trained_text_length(tmp_path: Path) -> None:
+    """Regression: passing ``config=`` used to drop ``data.max_text_tokens`` from the text tower,
+    so the exported bundle failed to load (position-embedding shape mismatch)."""
+    from medclip.bundle import export_bundle, load_bundle
+    from medclip.config import load_config
+    from medclip.training import ContrastiveModule
+
+    cfg = load_config("tiny", ["data.max_text_tokens=24"])
+    module = ContrastiveModule(cfg)
+    out = export_bundle(
+        module, tmp_path / "b", config=load_config("tiny", ["data.max_text_tokens=24"])
+    )
+    bundle = load_bundle(out)
+    assert bundle.config.model.text.kwargs["max_length"] == 24
