@@ -44,22 +44,38 @@ class PrototypeScores:
     windows: torch.Tensor
 
 
+AddOnActivation = Literal["sigmoid", "none"]
+
+
 class AddOnLayers(nn.Module):
-    """Two position-wise linear layers with a ReLU between and a Sigmoid at the end.
+    """Two position-wise linear layers with a ReLU between and (paper) a Sigmoid at the end.
 
     A 1x1 convolution over ``(B, C, T)`` equals a Linear on each feature step, so the same module
-    serves the paper's 1D (Linear) and 2D (1x1 conv) add-ons. Output ``(B, D, T)`` in ``(0, 1)``.
+    serves the paper's 1D (Linear) and 2D (1x1 conv) add-ons. Output ``(B, D, T)``, in ``(0, 1)``
+    with the sigmoid.
+
+    Args:
+        in_channels: backbone channels C.
+        out_channels: prototype channels D.
+        final_activation: ``sigmoid`` (paper) or ``none``. With the sigmoid every feature is
+            positive, so all cosines are positive and bunch up near 1; without it prototypes can
+            be dissimilar (cosine <= 0), which trains much faster through the frozen classifier.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, final_activation: AddOnActivation = "sigmoid"
+    ) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1:
             raise ValueError("AddOnLayers: channel counts must be >= 1")
+        if final_activation not in ("sigmoid", "none"):
+            raise ValueError(f"AddOnLayers: unknown final_activation {final_activation!r}")
+        self.final_activation = final_activation
         self.net = nn.Sequential(
             nn.Conv1d(in_channels, out_channels, kernel_size=1),
             nn.ReLU(inplace=True),
             nn.Conv1d(out_channels, out_channels, kernel_size=1),
-            nn.Sigmoid(),
+            nn.Sigmoid() if final_activation == "sigmoid" else nn.Identity(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -113,3 +113,12 @@ def test_add_on_layers_output_in_unit_interval() -> None:
     y = add(torch.randn(3, 8, 7) * 10)
     assert y.shape == (3, 5, 7)
     assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_add_on_layers_without_sigmoid_can_be_negative() -> None:
+    torch.manual_seed(0)
+    add = AddOnLayers(8, 5, final_activation="none")
+    y = add(torch.randn(3, 8, 7) * 10)
+    assert float(y.min()) < 0.0
+    with pytest.raises(ValueError, match="final_activation"):
+        AddOnLayers(8, 5, final_activation="tanh")  # type: ignore[arg-type]
