@@ -1,7 +1,8 @@
 """Case-based explanations: which training-ECG prototypes drive each predicted label.
 
 For each predicted label (probability >= its validation-tuned threshold; the most likely label
-when none passes) the top-k prototypes by contribution ``fusion weight x similarity`` (the
+when none passes) the top-k distinct prototypes (several prototypes projected onto the same
+training patch are listed once) by contribution ``fusion weight x similarity`` (the
 similarity standardised with training statistics, as the fusion layer sees it; see
 :mod:`medclip.proto.model`) are listed
 with their branch, class, similarity, source ``ecg_id`` and time window, the source segment, and
@@ -137,13 +138,19 @@ def explain_ecg(
     labels: list[LabelExplanation] = []
     for j in chosen:
         contrib = weight[j] * z
-        top = np.argsort(-contrib)[:k]
         items: list[PrototypeExplanation] = []
-        for g in top:
+        seen: set[tuple[str, int | None, float]] = set()
+        for g in np.argsort(-contrib, kind="stable"):
+            if len(items) == k:
+                break
             n, p = owner[int(g)]
+            src = bundle.sources[n][p]
+            key = (n, src.ecg_id, src.start_s)
+            if src.ecg_id is not None and key in seen:
+                continue  # prototypes projected onto the same patch are listed once
+            seen.add(key)
             assert slices[n].start + p == int(g)
             branch = model.branch(n)
-            src = bundle.sources[n][p]
             w = int(best_window[n][p])
             items.append(
                 PrototypeExplanation(

@@ -30,13 +30,18 @@ _COLORS = (
 
 
 def _shown(result: ExplanationResult, max_prototypes: int) -> list[PrototypeExplanation]:
-    """Prototypes to draw: interleave labels so each predicted label gets its best first."""
+    """Prototypes to draw: interleave labels so each predicted label gets its best first; a
+    prototype supporting several labels is drawn once."""
     out: list[PrototypeExplanation] = []
+    seen: set[tuple[str, int]] = set()
     depth = max((len(lab.prototypes) for lab in result.labels), default=0)
     for i in range(depth):
         for lab in result.labels:
             if i < len(lab.prototypes) and len(out) < max_prototypes:
-                out.append(lab.prototypes[i])
+                e = lab.prototypes[i]
+                if (e.branch, e.prototype_id) not in seen:
+                    seen.add((e.branch, e.prototype_id))
+                    out.append(e)
     return out
 
 
@@ -92,7 +97,7 @@ def plot_explanation(
     )
     if handles:
         fig.legend(handles=handles, loc="lower center", fontsize=8, ncol=1, frameon=False)
-    fig.tight_layout(rect=(0.0, 0.03 + 0.018 * len(handles), 1.0, 0.96))
+    fig.tight_layout(rect=(0.0, 0.01 + 0.012 * len(handles), 1.0, 0.96))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.png")

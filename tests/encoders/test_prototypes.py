@@ -91,7 +91,8 @@ def test_prototype_layer_shapes_global_and_partial() -> None:
     assert partial.prototype_class.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     glob = PrototypeLayer(2, 2, 8, 32, scaled=True, pool="max")(z)
     assert glob.windows.shape == (2, 1, 4)
-    vec = PrototypeLayer(2, 2, 8, 1, scaled=False)(z.mean(dim=-1, keepdim=True))
+    with torch.no_grad():
+        vec = PrototypeLayer(2, 2, 8, 1, scaled=False)(z.mean(dim=-1, keepdim=True))
     # features and initial prototypes are non-negative, so plain cosine lies in [0, 1]
     assert float(vec.similarity.min()) >= 0.0 and float(vec.similarity.max()) <= 1.0 + 1e-6
 
