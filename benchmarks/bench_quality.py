@@ -139,6 +139,7 @@ class QualityResult:
     retrieval: dict[str, RetrievalBlock]
     split: str
     n_studies: int
+    query_text: str = "the whole report"
 
 
 # ------------------------------------------------------------------------------ steps
@@ -423,14 +424,42 @@ def evaluate(
             n_boot=n_boot,
             seed=seed,
         )
-    text, text_rows = emb.get("text")
     ret: dict[str, RetrievalBlock] = {}
     for modality in ("xray", "ecg"):
         vec, rows = emb.get(modality)
+        text, text_rows = query_texts(predictor, studies, emb, modality)
         if len(rows) >= 2 and len(text_rows):
             key = f"text->{modality}"
             ret[key] = retrieval_block(text, text_rows, vec, rows, key)
-    return QualityResult(zs, ret, split, len(studies))
+    mode = getattr(bundle.config.model, "text_mode", "combined")
+    query = (
+        "the radiology report (X-ray) / the ECG statements (ECG)"
+        if mode == "per_modality"
+        else "the whole report (radiology report + ECG statements)"
+    )
+    return QualityResult(zs, ret, split, len(studies), query)
+
+
+def query_texts(
+    predictor: Any, studies: Sequence[Any], emb: Any, modality: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(vectors, rows)`` of the report text that the model pairs with ``modality``.
+
+    The whole report (``Study.report``) for ``text_mode: combined``; for ``per_modality`` the
+    modality's own part (``Study.extra["cxr_report"]`` / ``["ecg_report"]``, as in training),
+    embedded with that modality's text tower.
+    """
+    mode = getattr(getattr(predictor.config, "model", None), "text_mode", "combined")
+    if mode != "per_modality":
+        vectors, rows = emb.get("text")
+        return vectors, rows
+    key = "cxr_report" if modality == "xray" else "ecg_report"
+    keep = [i for i, s in enumerate(studies) if (s.extra.get(key) or s.report)]
+    if not keep:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    texts = [str(studies[i].extra.get(key) or studies[i].report) for i in keep]
+    vectors = np.asarray(predictor.embed_text(texts, target=modality), dtype=np.float32)
+    return vectors, np.asarray(keep, dtype=np.int64)
 
 
 # ------------------------------------------------------------------------------ report
@@ -559,8 +588,8 @@ def render(
         cells += [_f(r.mean_rank, ".1f"), _f(r.median_rank, ".1f")]
         rrows.append(cells)
     parts += [
-        "**Report -> modality retrieval** (each test report must find its own study's item "
-        "among all test items; cells: recall (chance k/N; ratio))",
+        f"**Report -> modality retrieval** (query: {result.query_text}; each must find its own "
+        f"study's item among all {result.split} items; cells: recall (chance k/N; ratio))",
         "",
         table(
             [
