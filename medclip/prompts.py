@@ -18,23 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from datamodules.labels import XRAY_LABELS
+
 #: The 14 CheXpert observations, in the CheXpert CSV column order.
-CHEXPERT_LABELS: tuple[str, ...] = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+CHEXPERT_LABELS: tuple[str, ...] = XRAY_LABELS
 
 #: The ECG vocabulary of medclip's zero-shot defaults.
 ECG_LABELS: tuple[str, ...] = (

@@ -25,6 +25,8 @@ from typing import Literal
 
 import numpy as np
 
+from datamodules.labels import XRAY_LABELS as CHEXPERT_14
+
 __all__ = [
     "CHEXPERT_CSV_ORDER",
     "DEVICES",
@@ -57,22 +59,7 @@ XRAY_LABELS: tuple[str, ...] = (
 )
 
 #: The same 14 observations in the column order of CheXpert's ``train.csv``.
-CHEXPERT_CSV_ORDER: tuple[str, ...] = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+CHEXPERT_CSV_ORDER: tuple[str, ...] = CHEXPERT_14
 
 #: Observations that are findings (everything but "No Finding").
 FINDING_LABELS: tuple[str, ...] = tuple(x for x in XRAY_LABELS if x != "No Finding")
