@@ -89,6 +89,20 @@ def machine_line(packages: Iterable[str] = ()) -> str:
     return "; ".join(f"{k} {v}" for k, v in machine_info(packages).items())
 
 
+def uptime_line() -> str:
+    """``uptime`` output (machine load), else the load average, else ``"unknown"``."""
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["uptime"], capture_output=True, text=True, check=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        if hasattr(os, "getloadavg"):
+            return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        return "unknown"
+
+
 def command_line() -> str:
     """The command that started this process (interpreter path relative to the cwd if inside)."""
     exe = Path(sys.executable)

@@ -11,6 +11,14 @@ Units, in order (one per branch unless noted):
 Then the test fold is evaluated (macro AUROC per branch and fused, bootstrap CI), per-label
 thresholds are tuned on the validation fold, and a bundle is written to ``OUT/bundle``.
 
+Timing: wall-clock seconds of data loading, of every unit, of the evaluation and of the export are
+in ``ProtoFitResult.timing_s`` and ``metrics["timing_s"]`` (a unit finished by an earlier call
+keeps the seconds it took then; they are stored in ``state.json``).
+
+The splits live in memory as arrays, so the training loaders read them in the main process
+(``num_workers=0``): worker processes would only add a fork and a teardown per epoch and loader
+(two per epoch, about 150 epochs per ``small`` run) and take CPU from the training step.
+
 Resume: after each unit the whole model is saved to ``OUT/work/`` as safetensors and the unit is
 appended to ``OUT/work/state.json`` (both atomically, weights first). Inside a unit, Lightning
 writes ``last.ckpt`` at each epoch end (atomically, loaded with ``weights_only=True``). A rerun
@@ -26,6 +34,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,6 +83,9 @@ class ProtoFitResult:
         metrics: test (and validation) metrics.
         units_run: units trained in this call.
         units_skipped: units found finished from an earlier call.
+        timing_s: wall-clock seconds per step: ``load_data``, each unit (``pretrain/rhythm``,
+            ..., ``last/fusion``; from the earlier call for skipped units), ``evaluate`` (test
+            and validation scoring, thresholds) and ``export``.
     """
 
     out_dir: Path
@@ -81,6 +93,7 @@ class ProtoFitResult:
     metrics: dict[str, Any]
     units_run: list[str] = field(default_factory=list)
     units_skipped: list[str] = field(default_factory=list)
+    timing_s: dict[str, float] = field(default_factory=dict)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -186,7 +199,7 @@ class _Runner:
             )
         return state
 
-    def _commit(self, unit: str, model: ProtoECGNet) -> None:
+    def _commit(self, unit: str, model: ProtoECGNet, seconds: float) -> None:
         from safetensors.torch import save_file
 
         self.work.mkdir(parents=True, exist_ok=True)
@@ -200,6 +213,7 @@ class _Runner:
         old = self.state.get("weights")
         self.state["done"] = [*self.state["done"], unit]
         self.state["weights"] = name
+        self.state["timing_s"] = {**self.state.get("timing_s", {}), unit: round(seconds, 3)}
         write_json_atomic(self.work / "state.json", self.state)
         if old and old != name:
             (self.work / old).unlink(missing_ok=True)
@@ -254,7 +268,10 @@ class _Runner:
         if resume:
             log.info("%s: resuming from %s", unit, last)
         try:
-            trainer.fit(module, train, val, ckpt_path=resume, weights_only=True)
+            with warnings.catch_warnings():
+                # in-memory arrays: num_workers=0 is deliberate (see the module docstring)
+                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+                trainer.fit(module, train, val, ckpt_path=resume, weights_only=True)
         except SystemExit:
             if trainer.interrupted:  # Lightning turns Ctrl+C into SystemExit
                 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -278,7 +295,8 @@ class _Runner:
             batch_size=self.pcfg.batch_size,
             shuffle=shuffle,
             generator=gen if shuffle else None,
-            num_workers=self.cfg.data.num_workers,
+            num_workers=0,  # rows of an in-memory array; workers would only fork per epoch
+            pin_memory=self._device().type == "cuda",
             drop_last=False,
         )
 
@@ -474,6 +492,8 @@ class _Runner:
 
     # ----- main ----------------------------------------------------------------------------
     def run(self) -> ProtoFitResult:
+        timing: dict[str, float] = {}
+        clock = time.perf_counter()
         L.seed_everything(self.cfg.trainer.seed, workers=True, verbose=False)
         self.data = load_proto_data(
             self.root,
@@ -483,6 +503,7 @@ class _Runner:
             cache_dir=self.work / "cache",
             progress=self.progress,
         )
+        timing["load_data"] = time.perf_counter() - clock
         L.seed_everything(self.cfg.trainer.seed, workers=True, verbose=False)
         self.model = build_proto_model(self.pcfg, self.data.groups, self.cfg.data.ecg_length)
         if self.state.get("weights"):
@@ -499,22 +520,32 @@ class _Runner:
         units.append(("last/fusion", self.unit_last))
         ran: list[str] = []
         skipped: list[str] = []
+        earlier: dict[str, float] = self.state.get("timing_s", {})
         for i, (unit, step) in enumerate(units):
             if unit in self.state["done"]:
                 skipped.append(unit)
+                if unit in earlier:
+                    timing[unit] = float(earlier[unit])
                 continue
             log.info("stage %s", unit)
+            clock = time.perf_counter()
             L.seed_everything(self.cfg.trainer.seed + i, workers=True, verbose=False)
             step()
-            self._commit(unit, self.model)
+            timing[unit] = time.perf_counter() - clock
+            self._commit(unit, self.model, timing[unit])
             ran.append(unit)
             if self.on_unit_end is not None:
                 self.on_unit_end(unit)
         self.model.eval()
-        metrics = {"test": {}, "val": {}, "data": data_summary(self.data)}
+        clock = time.perf_counter()
+        metrics: dict[str, Any] = {"test": {}, "val": {}, "data": data_summary(self.data)}
         metrics.update(self.evaluate())
-        write_json_atomic(self.out / "metrics.json", metrics)
+        thresholds = self.thresholds()
+        timing["evaluate"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         sources, segments = self.push_results()
+        metrics["timing_s"] = {k: round(v, 3) for k, v in timing.items()}
+        write_json_atomic(self.out / "metrics.json", metrics)
         bundle = export_proto_bundle(
             self.out / "bundle",
             self.model,
@@ -522,11 +553,14 @@ class _Runner:
             self.data.preprocessing,
             sources,
             segments,
-            self.thresholds(),
+            thresholds,
             _training_data_name(self.root, self.data),
             metrics,
         )
-        return ProtoFitResult(self.out, bundle, metrics, ran, skipped)
+        timing["export"] = time.perf_counter() - clock
+        metrics["timing_s"] = {k: round(v, 3) for k, v in timing.items()}
+        write_json_atomic(self.out / "metrics.json", metrics)
+        return ProtoFitResult(self.out, bundle, metrics, ran, skipped, dict(timing))
 
 
 def fit_proto(

@@ -9,6 +9,11 @@
 
 Validation computes macro AUROC once over the whole validation set (never a mean of batch AUROCs)
 and logs it as ``val_auroc`` for early stopping and checkpoint selection.
+
+Logging cost: each ``self.log`` call costs Lightning about 1.5 ms on a CPU, which was 7 % of a
+``small`` fit when the five joint-loss terms were logged every step. So only the total loss
+is logged per step (progress bar); the individual terms are summed as detached tensors (no
+``.item()`` device sync per step) and logged once per epoch as epoch means (``train_<term>``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,26 @@ class _ValAurocMixin(L.LightningModule):
         super().__init__()
         self._val_logits: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
+        self._term_sums: dict[str, torch.Tensor] = {}
+        self._term_steps = 0
+
+    def _accumulate(self, terms: dict[str, torch.Tensor]) -> None:
+        """Add detached scalar loss terms to this epoch's sums (logged as means at epoch end)."""
+        for k, v in terms.items():
+            v = v.detach()
+            self._term_sums[k] = self._term_sums[k] + v if k in self._term_sums else v
+        self._term_steps += 1
+
+    def on_train_epoch_start(self) -> None:
+        self._term_sums = {}
+        self._term_steps = 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._term_steps:
+            n = self._term_steps
+            self.log_dict({f"train_{k}": v / n for k, v in self._term_sums.items()})
+        self._term_sums = {}
+        self._term_steps = 0
 
     def _collect(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         self._val_logits.append(logits.detach().float().cpu())
@@ -144,7 +169,7 @@ class BranchJointModule(_ValAurocMixin):
             jaccard=jac if jac.numel() else None,
         )
         self.log("train_loss", terms.total, prog_bar=True)
-        self.log_dict({f"train_{k}": v for k, v in terms.as_floats().items() if k != "total"})
+        self._accumulate({k: v for k, v in vars(terms).items() if k != "total"})
         return terms.total
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -233,7 +258,7 @@ class FusionModule(_ValAurocMixin):
         if self.train_branch_classifiers:
             loss = loss + self._branch_terms(sim, y)
         self.log("train_loss", loss, prog_bar=True)
-        self.log("train_fused_bce", bce)
+        self._accumulate({"fused_bce": bce})
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -146,6 +146,14 @@ def test_fit_resumes_after_interrupt_and_exports_bundle(mini: Path, tmp_path: Pa
     result = fit_proto(cfg, mini, out, progress=False)
     assert result.units_skipped == seen
     assert result.units_run == ["push/rhythm", "push/morphology", "push/global", "last/fusion"]
+    # seconds per step; the units of the first call keep the seconds recorded in state.json
+    timing = result.timing_s
+    assert list(timing) == ["load_data", *seen, *result.units_run, "evaluate", "export"]
+    assert all(v >= 0 for v in timing.values())
+    first = state["timing_s"]
+    assert all(timing[u] == pytest.approx(first[u], abs=1e-3) for u in seen)
+    on_disk = json.loads((out / "metrics.json").read_text())["timing_s"]
+    assert on_disk == pytest.approx({k: round(v, 3) for k, v in timing.items()}, abs=1e-3)
 
     bundle = result.bundle_dir
     for rel in (
