@@ -44,6 +44,7 @@ from datamodules.dataset import (
     labels_matrix,
     union_label_names,
 )
+from datamodules.errors import OutputWriteError
 from datamodules.transforms import CxrTransformConfig, EcgTransformConfig, config_hash
 from datamodules.types import Study
 
@@ -286,6 +287,10 @@ def build_cache(
 
     Returns:
         The cache folder.
+
+    Raises:
+        OutputWriteError: the disk is full (or read-only, ...); a previous build of the same
+            key stays in place and the temporary folder is removed.
     """
     if ecg_dtype not in ("float16", "float32"):
         raise ValueError(f"ecg_dtype: {ecg_dtype!r} is not float16 or float32")
@@ -327,8 +332,11 @@ def build_cache(
         (tmp / "owner").unlink()
         _fsync_dir(tmp)
         _install(tmp, final, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        error = OutputWriteError.from_exception(final, exc)
+        if error is not None:  # e.g. the disk is full: the previous build stays in place
+            raise error from exc
         raise
     return final
 

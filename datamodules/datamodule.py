@@ -4,7 +4,9 @@ Every module splits by ``Study.split`` (train/val/test), yields :class:`~datamod
 objects, uses the preprocessing cache when ``cache_dir`` holds one built with the same settings
 (``build_cache=True`` builds it in :meth:`prepare_data`), and builds reproducible loaders: a seeded
 ``torch.Generator``, :func:`~datamodules.seeding.seed_worker`, persistent workers when
-``num_workers > 0`` and pinned memory when CUDA is available.
+``num_workers > 0`` and pinned memory when CUDA is available. Loaders are resumable
+(:class:`~datamodules.resumable.ResumableDataLoader`): a mid-epoch checkpoint continues with the
+exact next batch.
 
 The contrastive module's train/val loaders put at most one study per ``unique_by`` group
 (``subject`` by default) in a batch, so many-to-many pairs never serve as each other's negatives
@@ -29,6 +31,7 @@ from datamodules.cache import build_cache, open_cache
 from datamodules.collate import StudyCollator, Tokenizer
 from datamodules.dataset import StudyDataset, union_label_names
 from datamodules.errors import MetadataError
+from datamodules.resumable import ResumableDataLoader
 from datamodules.sampler import UniqueGroupBatchSampler
 from datamodules.seeding import make_generator, seed_worker
 from datamodules.splits import SPLITS, hash_split, normalize_split
@@ -160,7 +163,8 @@ class _StudyDataModule(L.LightningDataModule):
 
     def _plain_loader(self, split: str, shuffle: bool) -> DataLoader[Any]:
         dataset = self._dataset(split)
-        return DataLoader(
+        # resumable: a mid-epoch checkpoint continues with the exact next batch
+        return ResumableDataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
@@ -272,7 +276,7 @@ class ContrastiveDataModule(_StudyDataModule):
             drop_last=drop_last,
             seed=self.seed + SPLITS.index(split),
         )
-        return DataLoader(
+        return ResumableDataLoader(
             dataset, batch_sampler=sampler, **self._loader_kwargs(SPLITS.index(split))
         )
 

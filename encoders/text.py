@@ -44,6 +44,8 @@ class TextEncoderConfig:
         lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator, dropout.
         lora_target_modules: names of the linear layers that get adapters.
         lora_bias: ``"none"``, ``"all"`` (MoRE) or ``"lora_only"``.
+        lora_top_layers: adapters only in the top N transformer layers (0: every layer). The
+            frozen layers below them need no backward pass, so a training step costs less.
         tiny_hidden, tiny_layers, tiny_heads, tiny_intermediate: shape of ``tiny_random``.
         pretrained_path: local tower weights (e.g. from a previous run); never downloaded.
         pretrained_strict: fail on any key mismatch when loading ``pretrained_path``.
@@ -60,6 +62,7 @@ class TextEncoderConfig:
     lora_dropout: float = 0.1
     lora_target_modules: tuple[str, ...] = ("query", "value")
     lora_bias: Literal["none", "all", "lora_only"] = "none"
+    lora_top_layers: int = 0
     tiny_hidden: int = 32
     tiny_layers: int = 2
     tiny_heads: int = 2
@@ -90,6 +93,8 @@ class TextEncoderConfig:
             raise ValueError(
                 f"lora_target_modules: need module names, got {self.lora_target_modules}"
             )
+        if self.lora_top_layers < 0:
+            raise ValueError(f"lora_top_layers: must be >= 0, got {self.lora_top_layers}")
         if self.lora_bias not in _LORA_BIASES:
             raise ValueError(f"lora_bias: choose one of {_LORA_BIASES}, got {self.lora_bias!r}")
         for key in ("tiny_hidden", "tiny_layers", "tiny_heads", "tiny_intermediate"):
@@ -229,6 +234,9 @@ class TextEncoder(nn.Module):
             self._wrap_lora(cfg)
         if cfg.pretrained_path:
             self.load_weights(cfg.pretrained_path, strict=cfg.pretrained_strict)
+        # from_pretrained returns the model in eval mode; like every nn.Module this tower starts
+        # in training mode, so its (LoRA) dropout follows .train()/.eval() of the whole model.
+        self.train()
 
     @staticmethod
     def _load_backbone(cfg: TextEncoderConfig) -> tuple[Any, Any]:
@@ -280,12 +288,22 @@ class TextEncoder(nn.Module):
                 f"lora_target_modules: {absent} not found in {type(self.model).__name__}; "
                 f"its linear layers are named {linear}"
             )
+        layers: list[int] | None = None
+        if cfg.lora_top_layers:
+            depth = int(getattr(self.model.config, "num_hidden_layers", 0))
+            if not 0 < cfg.lora_top_layers <= depth:
+                raise ConfigError(
+                    f"lora_top_layers: {cfg.lora_top_layers} is not in 1..{depth} "
+                    f"(the model has {depth} transformer layers)"
+                )
+            layers = list(range(depth - cfg.lora_top_layers, depth))
         lora_cfg = LoraConfig(
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
             target_modules=list(cfg.lora_target_modules),
             bias=cfg.lora_bias,
+            layers_to_transform=layers,
         )
         self.model = get_peft_model(self.model, lora_cfg)
         self._lora = True

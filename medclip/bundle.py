@@ -41,7 +41,7 @@ from torch import nn
 
 from medclip import __version__
 from medclip.config import DataConfig, MedclipConfig, TowerConfig, from_dict
-from medclip.errors import BundleError
+from medclip.errors import BundleError, OutputWriteError
 from medclip.model import MedclipModel
 
 if TYPE_CHECKING:
@@ -164,10 +164,16 @@ def _text_keys(model: MedclipModel) -> list[str]:
 
 
 def _lora_state(model: MedclipModel) -> str:
+    """``adapter`` (LoRA layers attached), ``merged`` (built with LoRA, already folded into the
+    weights, e.g. a loaded bundle) or ``none`` (no LoRA in the text towers' configs)."""
+    state = "none"
     for key in _text_keys(model):
-        if getattr(model.towers[key], "has_lora", False):
+        tower = model.towers[key]
+        if getattr(tower, "has_lora", False):
             return "adapter"
-    return "none"
+        if getattr(getattr(tower, "config", None), "lora", False):
+            state = "merged"  # load_bundle must merge the freshly built adapters before loading
+    return state
 
 
 def _strip_pretrained(tower: TowerConfig) -> TowerConfig:
@@ -325,6 +331,9 @@ def _resolve_source(
         from medclip.training import load_contrastive_checkpoint
 
         source = load_contrastive_checkpoint(source)
+    if isinstance(source, Bundle):  # re-export a loaded bundle with its labels
+        names = label_names or source.labels.get("label_names") or []
+        return source.model, config or source.config, [str(n) for n in names]
     if isinstance(source, MedclipModel):
         if config is None:
             raise BundleError("export_bundle: a bare MedclipModel needs config=")
@@ -345,7 +354,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def export_bundle(
-    source: str | Path | nn.Module,
+    source: str | Path | nn.Module | Bundle,
     out: str | Path,
     *,
     config: MedclipConfig | None = None,
@@ -357,7 +366,8 @@ def export_bundle(
     """Write a bundle folder atomically.
 
     Args:
-        source: a Lightning checkpoint path (loaded weights-only), a ``ContrastiveModule`` or a
+        source: a Lightning checkpoint path (loaded weights-only), a ``ContrastiveModule``, a
+            loaded :class:`Bundle` (its config and labels; not its prototypes) or a
             :class:`MedclipModel` (then ``config`` is required).
         out: the bundle folder to create.
         config: overrides the source's config (required for a bare model).
@@ -372,6 +382,8 @@ def export_bundle(
     Raises:
         BundleError: ``out`` exists (without ``overwrite``) or the source cannot be exported.
         UnsafeCheckpointError: the checkpoint needs pickle objects.
+        OutputWriteError: the disk is full (or read-only, ...); an existing ``out`` is unchanged
+            and the temporary folder is removed.
     """
     from safetensors.torch import save_file
 
@@ -450,8 +462,12 @@ def export_bundle(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        # safetensors and torch report a full disk with their own error types
+        error = OutputWriteError.from_exception(target, exc)
+        if error is not None:
+            raise error from exc
         raise
     log.info("bundle written to %s (LoRA %s)", target, lora)
     return target

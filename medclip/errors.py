@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datamodules.errors import OutputWriteError as DataOutputWriteError
+
 
 class MedclipError(Exception):
     """A user-facing error: the CLI prints its message without a traceback."""
@@ -13,3 +15,11 @@ class BundleError(MedclipError):
 
 class UnsafeCheckpointError(BundleError):
     """A checkpoint would need pickle (arbitrary code) to load; medclip refuses it."""
+
+
+class OutputWriteError(MedclipError, DataOutputWriteError):
+    """A checkpoint, bundle, index or report could not be written (disk full, quota, read-only,
+    no permission); the previous version is unchanged and no temporary file is left behind.
+
+    Also a :class:`datamodules.errors.OutputWriteError` and an :class:`OSError` (same ``errno``).
+    """

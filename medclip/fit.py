@@ -12,6 +12,7 @@ Output folder layout::
     OUT/checkpoints/last.ckpt  written when training stops (also mid-epoch), resumable
     OUT/checkpoints/best.ckpt  lowest val/loss
     OUT/logs/version_N/metrics.csv   CSV logger (one version per run or resume)
+    OUT/logs/steps.csv         step,epoch,loss,start_step per optimizer step (all runs, flushed)
     OUT/tb/version_N/          TensorBoard events
     OUT/metrics.json           final metrics and parameter counts
 """
@@ -35,9 +36,11 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 
 from medclip.bundle import preprocessing_configs
+from medclip.callbacks import DataWaitMonitor
 from medclip.config import MedclipConfig
-from medclip.errors import MedclipError
+from medclip.errors import MedclipError, OutputWriteError
 from medclip.model import MedclipModel
+from medclip.resume import RngState, StepLossLog
 from medclip.safe_load import atomic_torch_save, safe_torch_load
 from medclip.training import ContrastiveModule
 
@@ -55,6 +58,8 @@ class FitResult:
         global_step: optimizer steps taken (including those before a resume).
         metrics: final logged metrics (floats).
         params: parameter counts (total, trainable, text LoRA share).
+        data_wait: share of the training loop spent between batches (fetching data), from
+            :class:`~medclip.callbacks.DataWaitMonitor`.
     """
 
     out_dir: Path
@@ -63,6 +68,7 @@ class FitResult:
     global_step: int
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, float] = field(default_factory=dict)
+    data_wait: dict[str, float] = field(default_factory=dict)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -100,7 +106,7 @@ class LastCheckpoint(Checkpoint):
         self._saved_step = -1
 
     def _save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(
@@ -220,9 +226,16 @@ def build_datamodule(
 def _write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        error = OutputWriteError.from_exception(path, exc)
+        if error is not None:
+            raise error from exc
+        raise
 
 
 def _strategy(name: str) -> str:
@@ -253,7 +266,8 @@ def fit(
         out_dir: run folder (default ``cfg.trainer.out_dir``).
         max_time_s: wall-clock limit (overrides ``cfg.trainer.max_time_s``).
         resume: checkpoint to continue from (``"last"``: ``OUT/checkpoints/last.ckpt``); loaded
-            weights-only.
+            weights-only. Mid-epoch checkpoints resume at the next batch with the random states
+            of the checkpoint (:mod:`medclip.resume`), so deterministic runs continue exactly.
         callbacks: extra Lightning callbacks.
         model: an already built model (default: from ``cfg.model``).
         enable_progress_bar: tqdm progress bars.
@@ -287,8 +301,12 @@ def fit(
         enable_version_counter=False,
     )
     last_path = ckpt_dir / "last.ckpt"
+    wait_monitor = DataWaitMonitor()
     all_callbacks: list[Callback] = [
         LastCheckpoint(last_path, checkpoint_every_n_steps),
+        RngState(),
+        StepLossLog(out / "logs" / "steps.csv"),
+        wait_monitor,
         *callbacks,
     ]
     if has_val:
@@ -342,12 +360,21 @@ def fit(
         global_step=int(trainer.global_step),
         metrics=metrics,
         params=dict(module.param_summary),
+        data_wait=wait_monitor.summary(),
     )
+    if wait_monitor.steps:
+        log.info(
+            "data wait: %.1f%% of the training loop (%d steps, %.0f ms/step)",
+            100 * wait_monitor.fraction,
+            wait_monitor.steps,
+            wait_monitor.summary()["step_ms"],
+        )
     if trainer.is_global_zero:
         summary = {
             "global_step": result.global_step,
             "metrics": metrics,
             "params": result.params,
+            "data_wait": result.data_wait,
             "last_checkpoint": str(last_path),
             "best_checkpoint": str(best) if best else None,
         }

@@ -231,8 +231,13 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
             json.dump(data, fh, indent=2, ensure_ascii=False, allow_nan=False)
             fh.write("\n")
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        from medclip.errors import OutputWriteError
+
+        error = OutputWriteError.from_exception(out, exc)
+        if error is not None:
+            raise error from exc
         raise
     return out
 

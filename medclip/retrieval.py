@@ -32,7 +32,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from medclip.errors import MedclipError
+from medclip.errors import MedclipError, OutputWriteError
 
 logger = logging.getLogger(__name__)
 
@@ -401,6 +401,10 @@ class CaseIndex:
 
         Returns:
             The folder written.
+
+        Raises:
+            OutputWriteError: the disk is full (or read-only, ...); an existing index there is
+                unchanged and the temporary folder is removed.
         """
         target = Path(directory).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -441,8 +445,12 @@ class CaseIndex:
                 if backup.exists() and not target.exists():
                     os.replace(backup, target)
                 raise
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            # faiss reports a failed write as a RuntimeError
+            error = OutputWriteError.from_exception(target, exc)
+            if error is not None:
+                raise error from exc
             raise
         shutil.rmtree(backup, ignore_errors=True)
         logger.info("saved case index with %d cases to %s", len(self._cases), target)

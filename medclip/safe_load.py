@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from medclip.errors import BundleError, UnsafeCheckpointError
+from medclip.errors import BundleError, OutputWriteError, UnsafeCheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` into a temp file in the same folder, then ``os.replace`` onto ``path``."""
+    """``torch.save`` into a temp file in the same folder, then ``os.replace`` onto ``path``.
+
+    Raises:
+        OutputWriteError: the disk is full (or read-only, ...): ``path`` keeps its previous
+            content and the temp file is removed.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
@@ -84,7 +89,11 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        # torch's zip writer reports a failed write as "RuntimeError: unexpected pos"
+        error = OutputWriteError.from_exception(p, exc)
+        if error is not None:
+            raise error from exc
         raise
     return p

@@ -109,12 +109,13 @@ class WarmupCosine:
     """LR multiplier: linear warm-up over ``warmup`` steps, then cosine to ``min_ratio``.
 
     A plain callable object so its attributes (plain numbers) go into the scheduler's
-    state dict and a resumed run keeps the original schedule.
+    state dict and a resumed run keeps the original schedule. ``total=0`` means "not known
+    yet" (set before the first step).
     """
 
     def __init__(self, warmup: int, total: int, min_ratio: float) -> None:
         self.warmup = int(max(0, warmup))
-        self.total = int(max(1, total))
+        self.total = int(max(0, total))
         self.min_ratio = float(min_ratio)
 
     def __call__(self, step: int) -> float:
@@ -166,6 +167,7 @@ class ContrastiveModule(L.LightningModule):
             self.model.set_grad_checkpointing(True)
         self._accum: list[Batch] = []
         self._val: _ValStore | None = None
+        self.last_train_loss: torch.Tensor | None = None
         self.param_summary: dict[str, float] = {}
 
     # ------------------------------------------------------------------ optimisation
@@ -175,14 +177,31 @@ class ContrastiveModule(L.LightningModule):
         opt = torch.optim.AdamW(
             build_param_groups(self.model, o), lr=o.lr_heads, betas=o.betas, eps=o.eps
         )
-        total = self._schedule_steps()
-        log.info(
-            "LR schedule: %d warm-up steps, cosine over %d optimizer steps", o.warmup_steps, total
-        )
+        # the length is set in on_train_start: counting the training batches here would build the
+        # train loader before Lightning restores its mid-epoch position on resume
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, WarmupCosine(o.warmup_steps, total, o.min_lr_ratio)
+            opt, WarmupCosine(o.warmup_steps, 0, o.min_lr_ratio)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        """Span the cosine schedule over the run (a resumed run keeps its checkpoint's)."""
+        pending = [
+            fn
+            for sched_cfg in self.trainer.lr_scheduler_configs
+            for fn in getattr(sched_cfg.scheduler, "lr_lambdas", [])
+            if isinstance(fn, WarmupCosine) and fn.total == 0
+        ]
+        if not pending:
+            return
+        total = self._schedule_steps()
+        for fn in pending:
+            fn.total = total
+        log.info(
+            "LR schedule: %d warm-up steps, cosine over %d optimizer steps",
+            self.cfg.optim.warmup_steps,
+            total,
+        )
 
     def _schedule_steps(self) -> int:
         """Optimizer steps over ``max_epochs`` (``max_steps`` if epochs are unbounded)."""
@@ -203,6 +222,7 @@ class ContrastiveModule(L.LightningModule):
         return self.loss_fn(emb.emb, emb.masks, scale, labels)
 
     def _log_train(self, out: LossOutput, batch_size: int) -> None:
+        self.last_train_loss = out.loss.detach()  # read by medclip.resume.StepLossLog
         self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=batch_size)
         for name, value in out.terms.items():
             self.log(f"train/loss_{name}", value, batch_size=batch_size)
@@ -242,8 +262,14 @@ class ContrastiveModule(L.LightningModule):
         self.model.clamp_logit_scale_()
         self._log_train(out, sum(len(b) for b in batches))
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Keep ``logit_scale`` within ``[0, ln(logit_scale_max)]`` after every step."""
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Step, then keep ``logit_scale`` within ``[0, ln(logit_scale_max)]``.
+
+        Clamped here rather than in ``on_train_batch_end``: checkpoint callbacks run before the
+        module's ``on_train_batch_end``, so a checkpoint would hold the unclamped value and a run
+        resumed from it would differ from an uninterrupted one.
+        """
+        super().optimizer_step(*args, **kwargs)
         self.model.clamp_logit_scale_()
 
     # ------------------------------------------------------------------ fit start

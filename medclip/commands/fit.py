@@ -3,7 +3,9 @@
 ``medclip fit --config tiny --out runs/tiny`` generates a synthetic dataset when
 ``data.dataset`` is ``synthetic`` and the data folder has none, trains with progress bars, and
 writes ``OUT/checkpoints/{last,best}.ckpt`` (atomically), ``OUT/logs`` (CSV), ``OUT/tb``
-(TensorBoard) and ``OUT/metrics.json``. ``--resume`` continues from ``OUT/checkpoints/last.ckpt``.
+(TensorBoard), ``OUT/logs/steps.csv`` (loss per optimizer step) and ``OUT/metrics.json``.
+``--resume`` continues from ``OUT/checkpoints/last.ckpt`` (refreshed every ``--checkpoint-every``
+steps), mid-epoch included, with the data order and random states of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="CKPT",
         help="continue from a checkpoint (default: OUT/checkpoints/last.ckpt)",
     )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=500,
+        metavar="N",
+        help="also refresh OUT/checkpoints/last.ckpt every N optimizer steps (0: only at epoch "
+        "ends and when training stops); a killed run resumes from it with --resume",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -60,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         max_time_s=args.max_time_s,
         resume=args.resume,
         enable_progress_bar=not args.no_progress,
+        checkpoint_every_n_steps=args.checkpoint_every,
     )
     print(f"run folder:      {result.out_dir}")
     print(f"last checkpoint: {result.last_checkpoint}")

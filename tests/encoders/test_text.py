@@ -201,3 +201,23 @@ def test_accepts_raw_tokenizer_output_with_token_type_ids() -> None:
     assert "token_type_ids" in raw
     with torch.no_grad():
         torch.testing.assert_close(model(**raw), model(**model.tokenize(REPORTS)))
+
+
+def test_tower_starts_in_training_mode_and_follows_eval() -> None:
+    """from_pretrained leaves HF models in eval mode; the tower must not (LoRA dropout)."""
+    from encoders import create_encoder
+
+    tower = create_encoder("text_tiny_random", lora=True, lora_dropout=0.5)
+    assert all(m.training for m in tower.modules())
+    tower.eval()
+    assert not any(m.training for m in tower.modules())
+
+
+def test_lora_top_layers_limits_adapters_to_the_top_layers() -> None:
+    from encoders import create_encoder
+
+    tower = create_encoder("text_tiny_random", lora=True, tiny_layers=3, lora_top_layers=1)
+    names = [n for n, p in tower.named_parameters() if p.requires_grad and "lora_" in n]
+    assert names and all(".layer.2." in n for n in names)
+    with pytest.raises(ConfigError, match="lora_top_layers"):
+        create_encoder("text_tiny_random", lora=True, tiny_layers=3, lora_top_layers=4)

@@ -257,3 +257,35 @@ def test_export_with_explicit_config_keeps_the_trained_text_length(tmp_path: Pat
     )
     bundle = load_bundle(out)
     assert bundle.config.model.text.kwargs["max_length"] == 24
+
+
+@pytest.mark.parametrize("text_towers", ["shared", "separate"])
+def test_reexporting_a_loaded_merged_bundle_round_trips(
+    module: ContrastiveModule, tmp_path: Path, text_towers: str
+) -> None:
+    """load -> export -> load of a bundle whose LoRA was merged keeps ``lora: merged`` and
+    gives identical embeddings (regression: the re-export said ``lora: none`` and its model
+    could not be loaded)."""
+    if text_towers == "shared":
+        first = export_bundle(module, tmp_path / "first")
+    else:
+        torch.manual_seed(0)
+        m = ContrastiveModule(tiny_config("separate"), label_names=LABELS)
+        _perturb_lora(m)
+        first = export_bundle(m.eval(), tmp_path / "first")
+    loaded = load_bundle(first)
+    again = export_bundle(loaded.model, tmp_path / "again", config=loaded.config)
+    assert json.loads((again / "config.json").read_text())["lora"] == "merged"
+    reloaded = load_bundle(again)
+    from_bundle = load_bundle(export_bundle(loaded, tmp_path / "from-bundle"))
+    assert from_bundle.labels["label_names"] == loaded.labels["label_names"] == LABELS
+    x = _inputs()
+    for target in ("xray", "ecg"):
+        want = _encode(loaded.model, x, target)
+        for other in (reloaded, from_bundle):
+            got = _encode(other.model, x, target)
+            assert all(torch.equal(a, b) for a, b in zip(want, got))
+    assert (
+        load_file(str(first / "model.safetensors")).keys()
+        == load_file(str(again / "model.safetensors")).keys()
+    )
