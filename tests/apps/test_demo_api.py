@@ -107,8 +107,42 @@ def test_auth_is_required_when_configured(demo_resources: Any) -> None:
             gradio_client.Client(url, auth=("ann", "wrong"), verbose=False)
         ok = gradio_client.Client(url, auth=("ann", "pw"), verbose=False)
         assert "/analyze" in ok.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        _check_raw_http_auth(url)
     finally:
         app.close()
+
+
+def _check_raw_http_auth(url: str) -> None:
+    """Plain HTTP: the API refuses a request without the login cookie, a wrong password gets
+    no cookie, and the right one opens the API."""
+    import http.cookiejar
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    call = urllib.request.Request(
+        url + "gradio_api/call/analyze",
+        data=json.dumps({"data": [None, None]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(call, timeout=10)
+    assert refused.value.code == 401
+
+    def login(password: str) -> Any:
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        form = urllib.parse.urlencode({"username": "ann", "password": password}).encode()
+        opener.open(urllib.request.Request(url + "login", data=form), timeout=10)
+        return opener
+
+    with pytest.raises(urllib.error.HTTPError) as wrong:
+        login("wrong")
+    assert wrong.value.code in (400, 401)
+    with login("pw").open(url + "config", timeout=10) as resp:
+        assert resp.status == 200 and "analyze" in resp.read().decode()
 
 
 # ----------------------------------------------------------------------------- CLI
