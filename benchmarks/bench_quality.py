@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -55,6 +54,7 @@ from _common import (
     set_threads,
     stderr,
     table,
+    uptime_line,
     usable_cores,
 )
 
@@ -501,18 +501,6 @@ def checks(result: QualityResult, k: int = TARGET_K) -> list[tuple[str, str, boo
             )
         )
     return out
-
-
-def uptime_line() -> str:
-    """``uptime`` output (machine load), or the load average."""
-    try:
-        return subprocess.run(
-            ["uptime"], capture_output=True, text=True, check=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        if hasattr(os, "getloadavg"):
-            return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-        return "unknown"
 
 
 def render(

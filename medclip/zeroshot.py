@@ -406,14 +406,24 @@ class ZeroShotClassifier:
         return torch.sigmoid(s_pos - s_neg)
 
     def _relevance(self, modality: str) -> np.ndarray:
-        """``(L,)`` bool: may ``modality`` score each label in the fused output?"""
+        """``(L,)`` bool: may ``modality`` score each label in the fused output?
+
+        Cached per modality, labels and label-modality map (it is asked on every request).
+        """
+        key = (modality, tuple(self.labels), id(self.cfg.label_modalities))
+        cache: dict[tuple[Any, ...], np.ndarray] = self.__dict__.setdefault("_relevance_cache", {})
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
         out = []
         for lab in self.labels:
             mods = self.cfg.label_modalities.get(
                 lab
             ) or default_prompts.DEFAULT_LABEL_MODALITIES.get(lab, INPUT_MODALITIES)
             out.append(modality in mods)
-        return np.asarray(out, dtype=bool)
+        cache[key] = arr = np.asarray(out, dtype=bool)
+        arr.flags.writeable = False
+        return arr
 
     @torch.no_grad()
     def classify(

@@ -204,3 +204,19 @@ def test_config_hash() -> None:
     assert a != config_hash(CxrTransformConfig(), EcgTransformConfig())
     with pytest.raises(TypeError):
         config_hash({"fs_hz": 100})
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 17, 1000])
+@pytest.mark.parametrize("fs", [100.0, 500.0])
+def test_highpass_matches_scipy_filtfilt(n: int, fs: float) -> None:
+    from scipy.signal import butter, filtfilt
+
+    from datamodules.transforms import highpass
+
+    rng = np.random.default_rng(n)
+    x = (rng.normal(size=(12, n)) + np.linspace(0, 3, n)).astype(np.float32)
+    b, a = butter(1, 0.5, btype="highpass", fs=fs)
+    want = filtfilt(b, a, x.astype(np.float64), axis=-1, padlen=min(3 * max(len(a), len(b)), n - 1))
+    got = highpass(x, fs, 0.5)
+    assert got.dtype == np.float32 and got.shape == x.shape and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
