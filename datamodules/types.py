@@ -18,21 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-#: Canonical 12-lead order used everywhere in medclip.
-CANONICAL_LEADS: tuple[str, ...] = (
-    "I",
-    "II",
-    "III",
-    "aVR",
-    "aVL",
-    "aVF",
-    "V1",
-    "V2",
-    "V3",
-    "V4",
-    "V5",
-    "V6",
-)
+from datamodules.lead_names import CANONICAL_LEADS
 
 
 class Modality(str, Enum):

@@ -22,6 +22,8 @@ from typing import Literal
 
 import numpy as np
 
+from datamodules.lead_names import CANONICAL_LEADS
+
 __all__ = [
     "CANONICAL_LEADS",
     "ECG_CONDITIONS",
@@ -31,22 +33,6 @@ __all__ = [
     "simulate_ecg",
 ]
 
-#: Canonical lead order (same as ``datamodules.types.CANONICAL_LEADS``; duplicated here so the
-#: generator does not import torch).
-CANONICAL_LEADS: tuple[str, ...] = (
-    "I",
-    "II",
-    "III",
-    "aVR",
-    "aVL",
-    "aVF",
-    "V1",
-    "V2",
-    "V3",
-    "V4",
-    "V5",
-    "V6",
-)
 
 #: ECG conditions the simulator can express (names of ``datamodules.labels.ECG_LABELS``).
 ECG_CONDITIONS: tuple[str, ...] = (
