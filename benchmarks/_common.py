@@ -74,7 +74,7 @@ def machine_info(packages: Iterable[str] = ()) -> dict[str, str]:
             f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"
         )
         if torch.cuda.is_available():
-            info["GPU"] = torch.cuda.get_device_name(0)
+            info["GPU"] = gpu_description(0)
     except ImportError:  # pragma: no cover - torch is a dependency
         info["torch"] = "not installed"
     info["Python"] = platform.python_version()
@@ -82,6 +82,30 @@ def machine_info(packages: Iterable[str] = ()) -> dict[str, str]:
     for name in packages:
         info[name] = package_version(name)
     return info
+
+
+def gpu_description(index: int = 0) -> str:
+    """Name, memory, compute capability, CUDA version and bf16 support of CUDA device ``index``."""
+    import torch
+
+    props = torch.cuda.get_device_properties(index)
+    bf16 = "yes" if torch.cuda.is_bf16_supported() else "no"
+    return (
+        f"{torch.cuda.get_device_name(index)} ({props.total_memory / 2**30:.0f} GiB, compute "
+        f"capability {props.major}.{props.minor}, {torch.cuda.device_count()} visible), CUDA "
+        f"{torch.version.cuda}, bf16 {bf16}"
+    )
+
+
+def device_description(device: str) -> str:
+    """One line naming the device a benchmark ran on (``"cpu"`` or ``"cuda[:i]"``)."""
+    if not device.startswith("cuda"):
+        return f"{device} ({cpu_model()}, {usable_cores()} usable cores)"
+    import torch
+
+    index = torch.device(device).index or 0
+    tf32 = "on" if torch.backends.cuda.matmul.allow_tf32 else "off"
+    return f"cuda:{index}: {gpu_description(index)}, TF32 matmul {tf32}"
 
 
 def machine_line(packages: Iterable[str] = ()) -> str:

@@ -4,9 +4,17 @@ Run from the repository root (needs the ``bench`` extra: ``pip install -e '.[ben
 
     .venv/bin/python benchmarks/bench_train_step.py                    # defaults below
     .venv/bin/python benchmarks/bench_train_step.py --quick --no-append  # seconds: checks it runs
+    .venv/bin/python benchmarks/bench_train_step.py --gpu-base           # one CUDA GPU, bf16
+
+``--gpu-base`` is the ``base`` preset's sizes on one GPU: ViT-B/16 at 224 px, the base preset's
+ECG tower (``ecg_vit_conv1d``, ViT-B width on conv patches), 128-d space, bf16 autocast, batch 64,
+128-token reports. The text tower on both sides stays the local MiniLM-L6 (the base preset's
+RoBERTa-class text model is a folder the user supplies; nothing is downloaded). Flags given
+explicitly override what ``--gpu-base`` sets.
 
 Both sides train the same towers on the same batch, in the same process, with the same
-precision and torch threads, and time forward + loss + backward + AdamW step + logit-scale clamp:
+precision (``--precision``: fp32, or bf16 autocast on the ``--device``), device and torch threads,
+and time forward + loss + backward + AdamW step + logit-scale clamp:
 
 * **open_clip**: ``open_clip.model.CustomTextCLIP`` with its timm vision tower
   (``timm_model_name=--vit``, CLS pooling, linear projection) and its Hugging Face text tower
@@ -29,7 +37,9 @@ checks that both give the same features and loss in eval mode (printed in the re
 
 Runs are interleaved (open_clip, ours, tri, then rotated) after warm-up; each run times
 ``--steps`` consecutive steps. Ratios are per repeat (runs of one repeat are back to back), then
-median (min-max). Nothing here runs in the test suite.
+median (min-max). On CUDA the clock is read after ``torch.cuda.synchronize()``, losses are checked
+for finiteness once per run (no host sync inside a run), and each side's peak GPU memory is
+recorded (peak counters reset before each run). Nothing here runs in the test suite.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ import torch
 from _common import (
     Stat,
     add_output_args,
+    device_description,
     emit,
     interleave,
     paired_ratios,
@@ -96,17 +107,28 @@ class Inputs:
     attention_mask: torch.Tensor  # (B, L)
     texts: list[str]
 
+    def to(self, device: torch.device) -> Inputs:
+        """The same batch with every tensor on ``device``."""
+        return Inputs(
+            self.images.to(device),
+            self.ecg.to(device),
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.texts,
+        )
+
     def batch(self, with_ecg: bool) -> Batch:
-        """A medclip :class:`Batch` (ECG marked absent unless ``with_ecg``)."""
+        """A medclip :class:`Batch` on the inputs' device (ECG absent unless ``with_ecg``)."""
         b = self.images.shape[0]
-        present = torch.ones(b, 3, dtype=torch.bool)
+        device = self.images.device
+        present = torch.ones(b, 3, dtype=torch.bool, device=device)
         present[:, 1] = with_ecg
         return Batch(
             xray=self.images,
             ecg=self.ecg,
             text=self.texts,
             present=present,
-            labels=torch.zeros(b, 0),
+            labels=torch.zeros(b, 0, device=device),
             study_ids=[f"s{i}" for i in range(b)],
             text_tokens={"input_ids": self.input_ids, "attention_mask": self.attention_mask},
         )
@@ -162,7 +184,7 @@ def ours_config(args: argparse.Namespace) -> ModelConfig:
         text_kw.update(LORA)
     return ModelConfig(
         xray=xray,
-        ecg=TowerConfig(args.ecg_tower),
+        ecg=TowerConfig(args.ecg_tower, {"length": args.ecg_length}),
         text=TowerConfig("text_minilm_lora", text_kw),
         embed_dim=args.embed_dim,
         head="linear",
@@ -176,33 +198,44 @@ def adamw(groups: list[dict[str, Any]] | Any, args: argparse.Namespace) -> torch
 
 @dataclass
 class Side:
-    """A model with its step function."""
+    """A model with its step function (which returns the detached loss, without a host sync)."""
 
     name: str
     model: nn.Module
-    step: Callable[[], float]
+    step: Callable[[], torch.Tensor]
     trainable: int
+    opt: torch.optim.Optimizer
+
+    def release(self) -> None:
+        """Free the gradients, so that another side's run does not count them."""
+        self.opt.zero_grad(set_to_none=True)
+
+    def state_bytes(self) -> int:
+        """Bytes of parameters, buffers and optimizer state (what the side keeps between steps)."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        tensors += [v for st in self.opt.state.values() for v in st.values() if torch.is_tensor(v)]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def autocast(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
-    """bf16 CPU autocast for ``--precision bf16``, else nothing."""
+    """bf16 autocast on ``args.device``'s type for ``--precision bf16``, else nothing."""
     if args.precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device_type=torch.device(args.device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def build_ours(args: argparse.Namespace, inputs: Inputs, tri: bool) -> Side:
     """MedclipModel + ContrastiveLoss (X-ray<->text only, or all three pairs for ``tri``)."""
     torch.manual_seed(args.seed)
-    model = MedclipModel(ours_config(args)).train()
+    model = MedclipModel(ours_config(args)).to(args.device).train()
     w = 1.0 if tri else 0.0
     loss_fn = ContrastiveLoss(
         LossConfig(xray_text=1.0, ecg_text=w, xray_ecg=w, gather_with_grad=False)
-    )
+    ).to(args.device)
     opt = adamw(build_param_groups(model, OptimConfig(lr_towers=args.lr, lr_heads=args.lr)), args)
     batch = inputs.batch(with_ecg=tri)
 
-    def step() -> float:
+    def step() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         with autocast(args):
             emb = model(batch)
@@ -210,14 +243,14 @@ def build_ours(args: argparse.Namespace, inputs: Inputs, tri: bool) -> Side:
         out.loss.backward()
         opt.step()
         model.clamp_logit_scale_()
-        return float(out.loss.detach())
+        return out.loss.detach()
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if not tri:  # the unused ECG tower is not part of the pair step
         trainable -= sum(p.numel() for p in model.towers["ecg"].parameters() if p.requires_grad)
         trainable -= sum(p.numel() for p in model.heads["ecg"].parameters() if p.requires_grad)
     name = "medclip tri-modal (X-ray+ECG+text)" if tri else "medclip X-ray<->text"
-    return Side(name, model, step, trainable)
+    return Side(name, model, step, trainable, opt)
 
 
 def build_theirs(args: argparse.Namespace, inputs: Inputs) -> Side:
@@ -244,7 +277,7 @@ def build_theirs(args: argparse.Namespace, inputs: Inputs) -> Side:
             "context_length": args.text_len,
         },
         output_dict=True,
-    ).train()
+    )
     if args.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -257,6 +290,7 @@ def build_theirs(args: argparse.Namespace, inputs: Inputs) -> Side:
             bias="none",
         )
         model.text.transformer = get_peft_model(model.text.transformer, cfg)
+    model = model.to(args.device).train()
     # open_clip's recipe: no weight decay on 1-D tensors, biases, norms and the logit scale
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
@@ -268,10 +302,10 @@ def build_theirs(args: argparse.Namespace, inputs: Inputs) -> Side:
     opt = adamw(
         [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": 0.2}], args
     )
-    loss_fn = ClipLoss(cache_labels=True)
+    loss_fn = ClipLoss(cache_labels=True).to(args.device)
     images, ids = inputs.images, inputs.input_ids
 
-    def step() -> float:
+    def step() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         with autocast(args):
             out = model(images, ids)
@@ -281,10 +315,10 @@ def build_theirs(args: argparse.Namespace, inputs: Inputs) -> Side:
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        return float(total.detach())
+        return total.detach()
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return Side("open_clip CustomTextCLIP + ClipLoss", model, step, trainable)
+    return Side("open_clip CustomTextCLIP + ClipLoss", model, step, trainable, opt)
 
 
 def copy_into_theirs(ours: MedclipModel, theirs: nn.Module) -> None:
@@ -339,46 +373,110 @@ def equivalence(ours: MedclipModel, theirs: nn.Module, inputs: Inputs) -> str:
 
 # ------------------------------------------------------------------------------ timing
 def timed_steps(
-    step: Callable[[], float], steps: int, batch: int, cpu_log: list[float]
+    step: Callable[[], torch.Tensor],
+    steps: int,
+    batch: int,
+    cpu_log: list[float],
+    *,
+    device: str = "cpu",
+    mem_log: list[int] | None = None,
+    after: Callable[[], None] | None = None,
 ) -> Callable[[], float]:
     """A run: ``steps`` consecutive steps -> wall-clock samples/s.
 
     Also appends the process CPU seconds per step (all threads) to ``cpu_log``: on a shared
-    machine that is far steadier than wall time.
+    machine that is far steadier than wall time. On CUDA the clock is read after
+    ``torch.cuda.synchronize()`` and, with ``mem_log``, the run's peak allocated GPU bytes above
+    what was allocated when it started (activations, gradients, optimizer temporaries) are
+    appended. ``after`` runs once the run is timed (e.g. :meth:`Side.release`).
+
+    Raises:
+        FloatingPointError: a step's loss was not finite (checked once per run).
     """
+    cuda = torch.device(device).type == "cuda"
 
     def run() -> float:
+        base = 0
+        if cuda:
+            torch.cuda.synchronize(device)
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
         cpu = time.process_time()
         start = time.perf_counter()
-        for _ in range(steps):
-            loss = step()
-            if not math.isfinite(loss):
-                raise FloatingPointError("non-finite loss during the benchmark")
+        losses = [step() for _ in range(steps)]
+        if cuda:
+            torch.cuda.synchronize(device)
         wall = time.perf_counter() - start
         cpu_log.append((time.process_time() - cpu) / steps)
+        if cuda and mem_log is not None:
+            mem_log.append(torch.cuda.max_memory_allocated(device) - base)
+        if not bool(torch.isfinite(torch.stack(losses).float()).all()):
+            raise FloatingPointError("non-finite loss during the benchmark")
+        if after is not None:
+            after()
         return steps * batch / wall
 
     return run
 
 
 @contextlib.contextmanager
-def profiled(enabled: bool, path: Path | None) -> Iterator[None]:
-    """Optional torch.profiler around a block; prints the top ops (self CPU time)."""
+def profiled(enabled: bool, path: Path | None, cuda: bool = False) -> Iterator[None]:
+    """Optional torch.profiler around a block; prints the top ops (self CPU or CUDA time)."""
     if not enabled:
         yield
         return
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities, record_shapes=False) as prof:
         yield
-    stderr(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    stderr(prof.key_averages().table(sort_by=sort, row_limit=25))
     if path is not None:
         prof.export_chrome_trace(str(path))
         stderr(f"trace written to {path}")
 
 
+#: What ``--gpu-base`` sets (the ``base`` preset's towers and sizes on one GPU, MiniLM text).
+GPU_BASE: dict[str, Any] = {
+    "vit": "vit_base_patch16_224",
+    "image_size": 224,
+    "ecg_tower": "ecg_vit_conv1d",
+    "ecg_length": 1000,
+    "embed_dim": 128,
+    "precision": "bf16",
+    "device": "cuda",
+    "batch": 64,
+    "text_len": 128,
+    "steps": 10,
+    "repeats": 5,
+    "warmup": 2,
+}
+
+
+def resolve_device(requested: str) -> str:
+    """``"cpu"``, ``"cuda"`` or ``"auto"`` -> the device to use.
+
+    Raises:
+        ValueError: ``"cuda"`` was asked for but torch sees no CUDA GPU.
+    """
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+        raise ValueError(
+            f"--device cuda: torch {torch.__version__} ({build}) sees no CUDA GPU; "
+            "use --device cpu or --device auto"
+        )
+    return requested
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
+    """Command-line options (``--device`` resolved to ``"cpu"`` or ``"cuda"``).
+
+    A missing GPU for ``--device cuda`` (or ``--gpu-base``), or a GPU without bf16 for
+    ``--precision bf16``, ends the program with a one-line message and exit status 2.
+    """
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
@@ -394,7 +492,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ecg-length", type=int, default=1000)
     p.add_argument("--lora", action="store_true", help="the same LoRA on both text towers")
     p.add_argument("--dropkey", type=float, default=0.0, help="our DropKey ratio (default 0)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="fp32, or bf16 autocast on --device, identical on every side (default fp32)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
+        help="where models, batches and losses live; auto = cuda if available (default cpu)",
+    )
+    p.add_argument(
+        "--gpu-base",
+        action="store_true",
+        help="base-preset sizes on one GPU: "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in GPU_BASE.items())
+        + "\n(flags given explicitly win)",
+    )
     p.add_argument("--threads", type=int, default=usable_cores(), help="torch threads")
     p.add_argument("--no-tri", action="store_true", help="skip the tri-modal step")
     p.add_argument("--lr", type=float, default=1e-5)
@@ -413,10 +529,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_output_args(p)
     args = p.parse_args(argv)
+    if args.gpu_base:  # parse again with the GPU defaults, so that explicit flags still win
+        p.set_defaults(**GPU_BASE)
+        args = p.parse_args(argv)
     if args.quick:
         args.batch, args.repeats, args.steps, args.text_len = 4, 2, 1, 32
     if min(args.batch, args.repeats, args.steps, args.threads) < 1 or args.batch < 2:
         p.error("--batch must be >= 2 and --repeats/--steps/--threads >= 1")
+    try:
+        args.device = resolve_device(args.device)
+    except ValueError as err:
+        p.exit(2, f"{p.prog}: error: {err}\n")
+    if args.device == "cuda" and args.precision == "bf16" and not torch.cuda.is_bf16_supported():
+        p.exit(2, f"{p.prog}: error: --precision bf16: {torch.cuda.get_device_name()} lacks bf16\n")
     return args
 
 
@@ -428,8 +553,11 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    cuda = args.device == "cuda"
+    device_line = device_description(args.device)
+    stderr(f"device: {device_line}")
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
-    inputs = make_inputs(args, tokenizer)
+    inputs = make_inputs(args, tokenizer).to(torch.device(args.device))
     stderr("building open_clip and medclip models ...")
     theirs = build_theirs(args, inputs)
     ours = build_ours(args, inputs, tri=False)
@@ -446,62 +574,94 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_tri:
         sides.append(build_ours(args, inputs, tri=True))
     cpu: dict[str, list[float]] = {s.name: [] for s in sides}
-    runs = {s.name: timed_steps(s.step, args.steps, args.batch, cpu[s.name]) for s in sides}
+    mem: dict[str, list[int]] = {s.name: [] for s in sides}
+    runs = {
+        s.name: timed_steps(
+            s.step,
+            args.steps,
+            args.batch,
+            cpu[s.name],
+            device=args.device,
+            mem_log=mem[s.name],
+            after=s.release,
+        )
+        for s in sides
+    }
     results = interleave(runs, args.repeats, warmup=args.warmup, log=stderr)
     cpu = {k: v[args.warmup :] for k, v in cpu.items()}
     if args.profile != "none":
         side = {"theirs": sides[0], "ours": sides[1], "tri": sides[-1]}[args.profile]
-        with profiled(True, args.trace):
-            timed_steps(side.step, args.steps, args.batch, [])()
+        with profiled(True, args.trace, cuda=cuda):
+            timed_steps(side.step, args.steps, args.batch, [], device=args.device)()
 
     ref = theirs.name
     vs_wall = Stat.of(paired_ratios(results[ours.name], results[ref]))
     vs_cpu = Stat.of(paired_ratios(cpu[ref], cpu[ours.name]))
+    header = [
+        "step",
+        "samples/s (wall)",
+        "ms/step (wall)",
+        "host CPU s/step" if cuda else "CPU s/step",
+        "trainable params",
+        "samples/s vs open_clip",
+        "CPU-time throughput vs open_clip",
+    ]
+    if cuda:
+        header.append("peak GPU GiB (state + step)")
     rows = []
     for s in sides:
         wall = Stat.of(results[s.name])
-        rows.append(
-            [
-                s.name,
-                wall.fmt(".2f"),
-                f"{1000 * args.batch / wall.median:,.0f}",
-                Stat.of(cpu[s.name]).fmt(".2f"),
-                f"{s.trainable:,}",
-                "1 (reference)"
-                if s is theirs
-                else Stat.of(paired_ratios(results[s.name], results[ref])).fmt(".3f"),
-                "1 (reference)"
-                if s is theirs
-                else Stat.of(paired_ratios(cpu[ref], cpu[s.name])).fmt(".3f"),
-            ]
-        )
+        row = [
+            s.name,
+            wall.fmt(".2f"),
+            f"{1000 * args.batch / wall.median:,.0f}",
+            Stat.of(cpu[s.name]).fmt(".2f"),
+            f"{s.trainable:,}",
+            "1 (reference)"
+            if s is theirs
+            else Stat.of(paired_ratios(results[s.name], results[ref])).fmt(".3f"),
+            "1 (reference)"
+            if s is theirs
+            else Stat.of(paired_ratios(cpu[ref], cpu[s.name])).fmt(".3f"),
+        ]
+        if cuda:
+            state, step_peak = s.state_bytes() / 2**30, max(mem[s.name]) / 2**30
+            row.append(f"{state + step_peak:.2f} ({state:.2f} + {step_peak:.2f})")
+        rows.append(row)
     verdict = "met" if vs_wall.median >= 0.95 else "NOT met"
+    notes = [
+        f"Device: {device_line}",
+        f"{args.repeats} interleaved repeats x {args.steps} steps per side after "
+        f"{args.warmup} warm-up round(s); a step = forward + loss + backward + AdamW + "
+        f"logit-scale clamp; images (B, 3, {args.image_size}, {args.image_size}) shared; "
+        "ratios per repeat, median (min-max); CPU s/step = process CPU time (all "
+        "threads) per step",
+    ]
+    if cuda:
+        notes.append(
+            "GPU timing: torch.cuda.synchronize() before each clock read, losses checked once "
+            "per run (no host sync inside a run); peak GPU GiB = the side's parameters, buffers "
+            "and AdamW state + the largest peak allocation above that during one of its runs "
+            "(torch.cuda.max_memory_allocated, reset before every run, gradients freed after)"
+        )
+    if args.gpu_base:
+        notes.append(
+            "--gpu-base: the base preset's X-ray tower size (ViT-B/16, 224 px) and ECG tower "
+            f"({args.ecg_tower}, DropKey 0.3 as in the preset), {args.embed_dim}-d space, "
+            f"{args.precision}; text tower on both sides: local all-MiniLM-L6-v2, since the "
+            "base preset's RoBERTa-class text model (text_hf_lora) needs a folder the user "
+            "supplies (model.text.kwargs.model_path); linear heads (not mlp_bn), no gradient "
+            "checkpointing and no gradient accumulation, on both sides alike"
+        )
+    notes.append(check)
     lines = [
         report_header(
             f"{args.vit} {args.image_size}px + MiniLM-L6 ({args.text_len} tokens), batch "
-            f"{args.batch}, {args.precision}, LoRA {'on' if args.lora else 'off'}",
+            f"{args.batch}, {args.precision}, {args.device}, LoRA {'on' if args.lora else 'off'}",
             PACKAGES,
-            [
-                f"{args.repeats} interleaved repeats x {args.steps} steps per side after "
-                f"{args.warmup} warm-up round(s); a step = forward + loss + backward + AdamW + "
-                f"logit-scale clamp; images (B, 3, {args.image_size}, {args.image_size}) shared; "
-                "ratios per repeat, median (min-max); CPU s/step = process CPU time (all "
-                "threads) per step",
-                check,
-            ],
+            notes,
         ),
-        table(
-            [
-                "step",
-                "samples/s (wall)",
-                "ms/step (wall)",
-                "CPU s/step",
-                "trainable params",
-                "samples/s vs open_clip",
-                "CPU-time throughput vs open_clip",
-            ],
-            rows,
-        ),
+        table(header, rows),
         "",
         f"medclip / open_clip samples/s (wall clock): {vs_wall.fmt('.3f')} (target >= 0.95: "
         f"{verdict}); by CPU time: {vs_cpu.fmt('.3f')}.",
@@ -510,10 +670,12 @@ def main(argv: list[str] | None = None) -> int:
         tri = sides[-1]
         cost = Stat.of(paired_ratios(results[ours.name], results[tri.name]))
         cost_cpu = Stat.of(paired_ratios(cpu[tri.name], cpu[ours.name]))
+        tri_wall = Stat.of(results[tri.name])
         lines.append(
-            f"Tri-modal step cost relative to the X-ray<->text step (same batch, time per step): "
-            f"{cost.fmt('.2f')}x wall, {cost_cpu.fmt('.2f')}x CPU ({args.ecg_tower} on "
-            f"(B, 12, {args.ecg_length}) ECGs, three pair terms)."
+            f"Tri-modal step: {tri_wall.fmt('.2f')} samples/s; cost relative to the "
+            f"X-ray<->text step (same batch, time per step): {cost.fmt('.2f')}x wall, "
+            f"{cost_cpu.fmt('.2f')}x CPU ({args.ecg_tower} on (B, 12, {args.ecg_length}) ECGs, "
+            "three pair terms)."
         )
     lines.append("")
     emit(args, HEADING, "\n".join(lines))
