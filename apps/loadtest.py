@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -89,7 +89,7 @@ def tree_rss_mb(pid: int) -> float | None:
     try:
         import psutil
     except ImportError:  # pragma: no cover - psutil is in the dev/bench extras
-        return _proc_rss_mb(pid)
+        return proc_status_mb(pid)
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
@@ -104,18 +104,58 @@ def tree_rss_mb(pid: int) -> float | None:
     return total
 
 
-def _proc_rss_mb(pid: int) -> float | None:
-    """``VmRSS`` of one process from ``/proc`` (children not included)."""
+def proc_status_mb(pid: int, key: str = "VmRSS") -> float | None:
+    """A memory line of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``, ...) in MiB; None if
+    unavailable (no such process, not Linux)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024.0
     except (OSError, ValueError, IndexError):
         return None
     return None
 
 
-class RssSampler:
+_S = TypeVar("_S", bound="PeriodicSampler")
+
+
+class PeriodicSampler:
+    """Calls :meth:`sample` every ``interval_s`` seconds on a daemon thread until :meth:`stop`.
+
+    Subclasses implement :meth:`sample`; :meth:`stop` takes one last sample.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> object:
+        """Take one sample now."""
+        raise NotImplementedError
+
+    def start(self: _S) -> _S:
+        """Start sampling."""
+        self._thread = threading.Thread(target=self._loop, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Take a last sample and stop."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
+
+
+class RssSampler(PeriodicSampler):
     """Samples :func:`tree_rss_mb` of a process every ``interval_s`` on a daemon thread.
 
     Use as a context manager (or :meth:`start` / :meth:`stop`); :attr:`samples` holds
@@ -123,15 +163,11 @@ class RssSampler:
     """
 
     def __init__(self, pid: int, interval_s: float = 0.5) -> None:
-        if interval_s <= 0:
-            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        super().__init__(interval_s)
         self.pid = pid
-        self.interval_s = interval_s
         self.samples: list[tuple[float, float]] = []
         self._t0 = time.perf_counter()
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
 
     def sample(self) -> float | None:
         """Take one sample now (also recorded); None when the process is gone."""
@@ -153,24 +189,6 @@ class RssSampler:
     def now_s(self) -> float:
         """Seconds since the sampler was created (the samples' time axis)."""
         return time.perf_counter() - self._t0
-
-    def start(self) -> RssSampler:
-        """Start sampling."""
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Take a last sample and stop."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval_s)
 
     def __enter__(self) -> RssSampler:
         return self.start()

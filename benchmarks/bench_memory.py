@@ -50,23 +50,14 @@ from _common import (
     usable_cores,
 )
 
+from apps.loadtest import PeriodicSampler, proc_status_mb
+
 HEADING = "## Memory (`benchmarks/bench_memory.py`)"
 PACKAGES = ("psutil", "gradio", "gradio_client", "lightning")
 MB = 1024 * 1024
 
 
 # ------------------------------------------------------------------------------ sampling
-def vm_hwm_mb(pid: int) -> float | None:
-    """Peak resident set size of one process (``VmHWM``) in MiB, None if unavailable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 @dataclass
 class PhasePeak:
     """Peaks of one phase, in MiB."""
@@ -77,8 +68,7 @@ class PhasePeak:
     samples: int = 0
 
 
-@dataclass
-class TreeSampler:
+class TreeSampler(PeriodicSampler):
     """Samples RSS and PSS of a process and its descendants on a background thread.
 
     Attributes:
@@ -87,31 +77,13 @@ class TreeSampler:
         main_hwm: last read ``VmHWM`` of the main process (MiB).
     """
 
-    pid: int
-    interval: float = 0.25
-    pss: bool = True
-    phase: str = "start"
-    peaks: dict[str, PhasePeak] = field(default_factory=dict)
-    main_hwm: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> TreeSampler:
-        """Start sampling."""
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Take a last sample and stop."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
+    def __init__(self, pid: int, interval: float = 0.25, pss: bool = True) -> None:
+        super().__init__(interval)
+        self.pid = pid
+        self.pss = pss
+        self.phase = "start"
+        self.peaks: dict[str, PhasePeak] = {}
+        self.main_hwm = 0.0
 
     def sample(self) -> None:
         """One sample of the tree (processes that vanish meanwhile are skipped)."""
@@ -135,7 +107,7 @@ class TreeSampler:
                 alive += 1
             except psutil.Error:
                 continue
-        hwm = vm_hwm_mb(self.pid)
+        hwm = proc_status_mb(self.pid, "VmHWM")
         if hwm is not None:
             self.main_hwm = max(self.main_hwm, hwm)
         peak = self.peaks.setdefault(self.phase, PhasePeak())

@@ -50,6 +50,8 @@ class TextEncoderConfig:
         pretrained_path: local tower weights (e.g. from a previous run); never downloaded.
         pretrained_strict: fail on any key mismatch when loading ``pretrained_path``.
         grad_checkpointing: recompute transformer layers in backward.
+        dropout: if set, the probability of every dropout layer of the backbone (hidden and
+            attention dropout; LoRA keeps ``lora_dropout``). None keeps the model's own values.
     """
 
     source: str = "minilm"
@@ -70,9 +72,12 @@ class TextEncoderConfig:
     pretrained_path: str | None = None
     pretrained_strict: bool = True
     grad_checkpointing: bool = False
+    dropout: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: must be in [0, 1) or None, got {self.dropout}")
         if self.source not in _SOURCES:
             raise ValueError(f"source: choose one of {_SOURCES}, got {self.source!r}")
         if self.model_path is not None and self.source != "local":
@@ -225,6 +230,10 @@ class TextEncoder(nn.Module):
         pooler = getattr(self.model, "pooler", None)
         if isinstance(pooler, nn.Module):
             self.model.pooler = None  # unused by mean pooling; would be an unused parameter in DDP
+        if cfg.dropout is not None:
+            for module in self.model.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = cfg.dropout
         self.output_dim: int = int(self.model.config.hidden_size)
         self.input_spec = InputSpec(modality="text", length=cfg.max_length)
         self._lora = False

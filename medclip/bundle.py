@@ -349,6 +349,21 @@ def _resolve_source(
     return model, cfg, names
 
 
+def _with_model_text_length(model: MedclipModel, cfg: MedclipConfig) -> MedclipConfig:
+    """The config with the text tower's ``max_length`` of the model being exported.
+
+    The tokenizer length (and, for models that size position embeddings by it, the weights'
+    shapes) must match the weights; ``data.max_text_tokens`` is only the training default.
+    """
+    tower_cfg = getattr(model.text_tower, "config", None)
+    length = getattr(tower_cfg, "max_length", None)
+    text = cfg.model.text
+    if not isinstance(length, int) or text.kwargs.get("max_length") == length:
+        return cfg
+    tower = dataclasses.replace(text, kwargs={**text.kwargs, "max_length": length})
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, text=tower))
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -391,6 +406,7 @@ def export_bundle(
     if target.exists() and not overwrite:
         raise BundleError(f"{target}: already exists (pass overwrite=True / --overwrite)")
     model, cfg, names = _resolve_source(source, config, label_names)
+    cfg = _with_model_text_length(model, cfg)
     model = copy.deepcopy(model).cpu().eval()
     lora = _lora_state(model)
     if merge_lora and lora == "adapter":

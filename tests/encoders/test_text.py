@@ -221,3 +221,18 @@ def test_lora_top_layers_limits_adapters_to_the_top_layers() -> None:
     assert names and all(".layer.2." in n for n in names)
     with pytest.raises(ConfigError, match="lora_top_layers"):
         create_encoder("text_tiny_random", lora=True, tiny_layers=3, lora_top_layers=4)
+
+
+def test_dropout_override_sets_backbone_dropout_but_not_lora() -> None:
+    from torch import nn
+
+    from encoders import create_encoder
+
+    tower = create_encoder("text_tiny_random", lora=True, lora_dropout=0.2, dropout=0.0)
+    drops = [(n, m.p) for n, m in tower.named_modules() if isinstance(m, nn.Dropout)]
+    backbone = [p for n, p in drops if "lora" not in n]
+    lora = [p for n, p in drops if "lora" in n]
+    assert backbone and all(p == 0.0 for p in backbone)
+    assert lora and all(p == 0.2 for p in lora)
+    with pytest.raises(ValueError, match="dropout"):
+        create_encoder("text_tiny_random", dropout=1.5)

@@ -289,3 +289,16 @@ def test_reexporting_a_loaded_merged_bundle_round_trips(
         load_file(str(first / "model.safetensors")).keys()
         == load_file(str(again / "model.safetensors")).keys()
     )
+
+
+def test_a_bare_model_exports_with_its_own_text_length(tmp_path: Path) -> None:
+    """A model built straight from ``cfg.model`` (not through training) reloads: the bundle's
+    text max_length comes from the model, not from ``data.max_text_tokens``."""
+    from medclip.config import load_config
+    from medclip.model import MedclipModel
+
+    cfg = load_config("tiny")
+    model = MedclipModel(cfg.model).eval()
+    assert model.text_tower.config.max_length != cfg.data.max_text_tokens  # the case at hand
+    bundle = load_bundle(export_bundle(model, tmp_path / "b", config=cfg))
+    assert bundle.model.text_tower.config.max_length == model.text_tower.config.max_length
