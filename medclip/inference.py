@@ -233,7 +233,7 @@ class Predictor:
         return f"{dataset} data" if dataset else "unknown"
 
     # ------------------------------------------------------------------ embeddings
-    @torch.no_grad()
+    @torch.inference_mode()
     def embed_xray(self, xray: XrayInput | Sequence[XrayInput]) -> np.ndarray:
         """X-ray embedding(s): one input -> ``(E,)``, a list -> ``(N, E)`` float32, unit norm."""
         items, many = _items(xray)
@@ -242,7 +242,7 @@ class Predictor:
         out = emb.float().cpu().numpy()
         return out if many else out[0]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def embed_ecg(self, ecg: EcgInput | Sequence[EcgInput]) -> np.ndarray:
         """ECG embedding(s): one input -> ``(E,)``, a list -> ``(N, E)`` float32, unit norm."""
         items, many = _items(ecg)
@@ -251,7 +251,7 @@ class Predictor:
         out = emb.float().cpu().numpy()
         return out if many else out[0]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def embed_text(self, texts: str | Sequence[str], target: str = "xray") -> np.ndarray:
         """Text embedding(s): one string -> ``(E,)``, a list -> ``(N, E)`` float32, unit norm.
 

@@ -381,7 +381,7 @@ class ZeroShotClassifier:
             raise ValueError(f"embeddings must be (B, {self.pos.shape[1]}), got {tuple(x.shape)}")
         return F.normalize(x, dim=-1)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_proba(
         self, emb: torch.Tensor | np.ndarray, modality: str | None = None
     ) -> torch.Tensor:
@@ -425,7 +425,7 @@ class ZeroShotClassifier:
         arr.flags.writeable = False
         return arr
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def classify(
         self,
         xray: torch.Tensor | np.ndarray | None = None,
