@@ -30,7 +30,6 @@ PTB-XL reference figures and how to reproduce them on a GPU).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -54,6 +53,8 @@ from _common import (
     uptime_line,
     usable_cores,
 )
+
+from medclip.safe_load import write_json_atomic
 
 HEADING = "## ProtoECGNet on synthetic PTB-XL (`benchmarks/bench_proto.py`)"
 PACKAGES = ("lightning", "numpy", "scipy")
@@ -411,14 +412,6 @@ def to_json(
         "test": summary,
         "checks": [{"target": t, "measured": m, "pass": ok} for t, m, ok in checks(summary, info)],
     }
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file beside ``path``, then ``os.replace`` it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------ main

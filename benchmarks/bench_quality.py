@@ -30,7 +30,6 @@ nothing about clinical performance.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -57,6 +56,8 @@ from _common import (
     uptime_line,
     usable_cores,
 )
+
+from medclip.safe_load import write_json_atomic
 
 HEADING = "## Known-answer quality on synthetic data (`benchmarks/bench_quality.py`)"
 PACKAGES = ("lightning", "timm", "transformers", "peft")
@@ -636,14 +637,6 @@ def to_json(result: QualityResult, info: TrainInfo | None) -> dict[str, Any]:
         },
         "checks": [{"target": t, "measured": m, "pass": ok} for t, m, ok in checks(result)],
     }
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file beside ``path``, then ``os.replace`` it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------ main

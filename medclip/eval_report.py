@@ -33,7 +33,7 @@ from medclip.metrics import (
     sample_f1_at,
 )
 from medclip.plots import plot_roc_curves
-from medclip.probe import write_json_atomic
+from medclip.safe_load import write_json_atomic
 
 RESEARCH_LINE = (
     "Research use only: model evaluation on retrospective data; not a medical device, not for "
@@ -339,7 +339,7 @@ class Report:
         """Write ``results.json`` and ``results.md`` atomically; returns their paths."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        j = write_json_atomic(out / "results.json", self.to_json())
+        j = write_json_atomic(out / "results.json", self.to_json(), allow_nan=False)
         m = out / "results.md"
         fd, tmp = tempfile.mkstemp(prefix=".results.md.", suffix=".tmp", dir=out)
         try:

@@ -53,7 +53,8 @@ import torch
 
 from datamodules.types import Study
 from medclip.errors import MedclipError
-from medclip.probe import LinearProbe, ProbeConfig, fit_linear_probe, write_json_atomic
+from medclip.probe import LinearProbe, ProbeConfig, fit_linear_probe
+from medclip.safe_load import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -566,7 +567,7 @@ def finetune(
         moved.append(Path(shutil.move(str(png), str(out_path / png.name))))
     shutil.rmtree(plot_dir, ignore_errors=True)
     _write_text(out_path / "report.md", _report_md(report, md, len(folds)))
-    write_json_atomic(out_path / "report.json", result.report)
+    write_json_atomic(out_path / "report.json", result.report, allow_nan=False)
     result.files = [*moved, out_path / "report.json", out_path / "report.md"]
     return result
 
@@ -704,6 +705,7 @@ def _finish_classifier(
             "cv_auroc": (report["cv"].get("binary_auroc") or {}).get("auroc"),
             "research_use_notice": report["research_use_notice"],
         },
+        allow_nan=False,
     )
     card = out / "card.md"
     text = card.read_text(encoding="utf-8") if card.is_file() else ""

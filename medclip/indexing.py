@@ -550,7 +550,7 @@ def build_case_index(
             "skipped": skipped,
         }
     )
-    from medclip.probe import write_json_atomic
+    from medclip.safe_load import write_json_atomic
 
     write_json_atomic(
         assets / BUILD_FILE,
@@ -564,6 +564,7 @@ def build_case_index(
             "n_cases": len(index),
             "builds": history,
         },
+        allow_nan=False,
     )
     kinds = {m: index.kind_of(m) for m in index.modalities}
     logger.info("index %s: %d cases (%s)", saved, len(index), kinds)

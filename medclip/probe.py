@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from medclip.metrics import SingleClassWarning, auroc
+from medclip.safe_load import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class LinearProbe:
             "constant_labels": list(self.constant_labels),
             "selection": self.selection,
         }
-        write_json_atomic(out / f"{name}.json", meta)
+        write_json_atomic(out / f"{name}.json", meta, allow_nan=False)
         return out
 
     @classmethod
@@ -219,27 +220,6 @@ class LinearProbe:
             prevalence=t["prevalence"].numpy() if "prevalence" in t else None,
             selection=dict(meta.get("selection") or {}),
         )
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, out)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        from medclip.errors import OutputWriteError
-
-        error = OutputWriteError.from_exception(out, exc)
-        if error is not None:
-            raise error from exc
-        raise
-    return out
 
 
 def _fit_weights(

@@ -44,6 +44,7 @@ from typing import Any
 
 from medclip import __version__
 from medclip.errors import MedclipError
+from medclip.safe_load import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -243,20 +244,6 @@ StepFn = Callable[[BuildContext], None]
 
 
 # ----------------------------------------------------------------------------- small helpers
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file in the same folder, then ``os.replace`` it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def replace_dir(stage: Path, target: Path) -> None:
     """Move a finished ``stage`` folder onto ``target`` (replacing it) with ``os.replace``."""
     old: Path | None = None

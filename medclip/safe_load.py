@@ -97,3 +97,34 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
             raise error from exc
         raise
     return p
+
+
+def write_json_atomic(path: str | Path, data: Any, *, allow_nan: bool = True) -> Path:
+    """Write ``data`` as JSON to ``path`` via a temp file in the same folder and ``os.replace``.
+
+    Args:
+        path: target file (its folder is created).
+        data: JSON-serialisable data.
+        allow_nan: False refuses NaN/inf (strict JSON) with a ValueError.
+
+    Raises:
+        OutputWriteError: the disk is full or the folder is not writable (any previous file at
+            ``path`` is unchanged and no temp file is left).
+    """
+    import json
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False, allow_nan=allow_nan)
+            fh.write("\n")
+        os.replace(tmp, out)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        error = OutputWriteError.from_exception(out, exc)
+        if error is not None:
+            raise error from exc
+        raise
+    return out

@@ -30,9 +30,10 @@ import torch
 from datamodules.proto_groups import ProtoGroups
 from medclip.errors import BundleError
 from medclip.proto.config import ProtoConfig
-from medclip.proto.data import Preprocessing, write_json_atomic
+from medclip.proto.data import Preprocessing
 from medclip.proto.model import ProtoECGNet, build_proto_model
 from medclip.proto.push import PrototypeSource
+from medclip.safe_load import write_json_atomic
 
 BUNDLE_FORMAT = "medclip-proto-bundle"
 BUNDLE_VERSION = 1

@@ -11,7 +11,6 @@ arrays as ``.npy`` so a resumed run does not re-read thousands of files.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -307,11 +306,3 @@ def data_summary(data: ProtoData) -> dict[str, object]:
         "dropped_labels": list(data.dropped_labels),
         "preprocessing": data.preprocessing.as_dict(),
     }
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temp file + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)

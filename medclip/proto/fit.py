@@ -56,12 +56,12 @@ from medclip.proto.data import (
     ProtoData,
     data_summary,
     load_proto_data,
-    write_json_atomic,
 )
 from medclip.proto.losses import ProtoLossWeights, jaccard_matrix, pos_weight_from_labels
 from medclip.proto.model import ProtoBranch, ProtoECGNet, build_proto_model, load_backbone_weights
 from medclip.proto.module import BranchJointModule, BranchPretrainModule, FusionModule
 from medclip.proto.push import PrototypeSource, push_branch
+from medclip.safe_load import write_json_atomic
 
 log = logging.getLogger(__name__)
 
