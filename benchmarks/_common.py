@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import platform
 import shlex
@@ -280,6 +281,41 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
         help=f"Markdown file the report is appended to (default {DEFAULT_OUT.name} in the repo)",
     )
     parser.add_argument("--no-append", action="store_true", help="only print the report")
+
+
+def add_synthetic_run_args(
+    parser: argparse.ArgumentParser, *, default_n: int, work_dir: str, set_example: str
+) -> None:
+    """The options of a bench that trains a preset on a seeded synthetic dataset: ``--preset``,
+    ``--n``, ``--seed``, repeatable ``--set KEY=VALUE``, ``--work-dir`` (``runs/<work_dir>``)
+    and ``--run-name``."""
+    parser.add_argument(
+        "--preset", default="small", help="preset name or YAML path (default small)"
+    )
+    parser.add_argument(
+        "--n", type=int, default=default_n, help=f"synthetic patients (default {default_n})"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="data and training seed (default 0)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"config override, e.g. {set_example} (repeatable)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=REPO / "runs" / work_dir,
+        help=f"data and run folders (default runs/{work_dir})",
+    )
+    parser.add_argument("--run-name", default=None, help="run folder name (default: a time stamp)")
+
+
+def fmt_num(v: float | None, spec: str = ".3f") -> str:
+    """``format(v, spec)``, or ``n/a`` for None and NaN."""
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
 def emit(args: argparse.Namespace, heading: str, block: str) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import shlex
 import statistics
@@ -43,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    REPO,
     add_output_args,
+    add_synthetic_run_args,
     emit,
     report_header,
     set_threads,
@@ -52,6 +51,9 @@ from _common import (
     table,
     uptime_line,
     usable_cores,
+)
+from _common import (
+    fmt_num as _f,
 )
 
 from medclip.safe_load import write_json_atomic
@@ -218,10 +220,6 @@ def run_fit(cfg: Any, data_root: Path, run_dir: Path) -> tuple[FitInfo, dict[str
 
 
 # ------------------------------------------------------------------------------ report
-def _f(v: float | None, spec: str = ".3f") -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
 def _ci(lo: float | None, hi: float | None) -> str:
     return "n/a" if lo is None or hi is None else f"{_f(lo)}-{_f(hi)}"
 
@@ -418,26 +416,9 @@ def to_json(
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--preset", default="small", help="preset name or YAML path (default small)")
-    p.add_argument(
-        "--n", type=int, default=DEFAULT_N, help=f"synthetic patients (default {DEFAULT_N})"
+    add_synthetic_run_args(
+        p, default_n=DEFAULT_N, work_dir="bench-proto", set_example="proto.epochs_joint=10"
     )
-    p.add_argument("--seed", type=int, default=0, help="data and training seed (default 0)")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. proto.epochs_joint=10 (repeatable)",
-    )
-    p.add_argument(
-        "--work-dir",
-        type=Path,
-        default=REPO / "runs" / "bench-proto",
-        help="data and run folders (default runs/bench-proto)",
-    )
-    p.add_argument("--run-name", default=None, help="run folder name (default: a time stamp)")
     p.add_argument(
         "--threads",
         default="auto",

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import shlex
 import sys
@@ -46,8 +45,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 from _common import (
-    REPO,
     add_output_args,
+    add_synthetic_run_args,
     emit,
     report_header,
     set_threads,
@@ -55,6 +54,9 @@ from _common import (
     table,
     uptime_line,
     usable_cores,
+)
+from _common import (
+    fmt_num as _f,
 )
 
 from medclip.safe_load import write_json_atomic
@@ -473,10 +475,6 @@ def query_texts(
 
 
 # ------------------------------------------------------------------------------ report
-def _f(v: float, spec: str = ".3f") -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
 def checks(result: QualityResult, k: int = TARGET_K) -> list[tuple[str, str, bool]]:
     """``(target, measured, passed)`` for every acceptance target."""
     out: list[tuple[str, str, bool]] = []
@@ -643,25 +641,10 @@ def to_json(result: QualityResult, info: TrainInfo | None) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="small", help="preset name or YAML path (default small)")
+    add_synthetic_run_args(
+        p, default_n=1200, work_dir="bench-quality", set_example="optim.lr_towers=2e-3"
+    )
     p.add_argument("--max-time-s", type=float, default=300.0, help="training cap in seconds")
-    p.add_argument("--n", type=int, default=1200, help="synthetic patients (default 1200)")
-    p.add_argument("--seed", type=int, default=0, help="data and training seed")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. optim.lr_towers=2e-3 (repeatable)",
-    )
-    p.add_argument(
-        "--work-dir",
-        type=Path,
-        default=REPO / "runs" / "bench-quality",
-        help="data and run folders (default runs/bench-quality)",
-    )
-    p.add_argument("--run-name", default=None, help="run folder name (default: a time stamp)")
     p.add_argument("--no-cache", action="store_true", help="decode files during training")
     p.add_argument(
         "--val",
