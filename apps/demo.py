@@ -97,6 +97,25 @@ def search_outputs(result: SearchResult) -> tuple[Any, ...]:
     )
 
 
+def _case_views(
+    gallery_label: str, table_label: str, gallery_id: str, table_id: str
+) -> tuple[Any, Any]:
+    """A gallery of case previews and the table of the same cases (labels, report snippets)."""
+    import gradio as gr
+
+    gallery = gr.Gallery(
+        label=gallery_label, columns=6, height="auto", object_fit="contain", elem_id=gallery_id
+    )
+    frame = gr.Dataframe(
+        headers=list(SIMILAR_COLUMNS),
+        label=table_label,
+        elem_id=table_id,
+        interactive=False,
+        wrap=True,
+    )
+    return gallery, frame
+
+
 def build_app(
     bundle_dir: str | Path | None = None,
     *,
@@ -193,19 +212,8 @@ def build_app(
                 interactive=False,
             )
         gr.Markdown("## Similar cases")
-        similar = gr.Gallery(
-            label="Most similar indexed cases",
-            columns=6,
-            height="auto",
-            object_fit="contain",
-            elem_id="similar",
-        )
-        similar_table = gr.Dataframe(
-            headers=list(SIMILAR_COLUMNS),
-            label="Similar cases",
-            elem_id="similar-table",
-            interactive=False,
-            wrap=True,
+        similar, similar_table = _case_views(
+            "Most similar indexed cases", "Similar cases", "similar", "similar-table"
         )
         gr.Markdown("## Search cases with free text")
         with gr.Row():
@@ -218,19 +226,8 @@ def build_app(
                 scale=2,
             )
             search_btn = gr.Button("Search", elem_id="search", scale=1)
-        query_results = gr.Gallery(
-            label="Matching cases",
-            columns=6,
-            height="auto",
-            object_fit="contain",
-            elem_id="query-results",
-        )
-        query_table = gr.Dataframe(
-            headers=list(SIMILAR_COLUMNS),
-            label="Matching cases",
-            elem_id="query-table",
-            interactive=False,
-            wrap=True,
+        query_results, query_table = _case_views(
+            "Matching cases", "Matching cases", "query-results", "query-table"
         )
         gr.Markdown("## ProtoECGNet: prototypes behind the ECG labels")
         proto_note = gr.Markdown("", elem_id="proto-note")
