@@ -233,13 +233,15 @@ def preprocess_ecg(
     if cfg.highpass_hz > 0:
         x = highpass(x, cfg.fs_hz, cfg.highpass_hz)
     if cfg.standardize == "per_lead":
-        mean = x.mean(axis=-1, keepdims=True)
-        std = x.std(axis=-1, keepdims=True)
-        x = (x - mean) / np.where(std < _STD_FLOOR, 1.0, std)
+        # the same operations as ``x.std`` (which centres x itself), sharing the centred copy
+        centred = x - x.mean(axis=-1, keepdims=True)
+        std = np.sqrt(np.mean(centred * centred, axis=-1, keepdims=True))
+        x = np.divide(centred, np.where(std < _STD_FLOOR, 1.0, std), out=centred)
     elif cfg.standardize == "global":
         x = (x - np.float32(cfg.global_mean)) / np.float32(cfg.global_std)
     x = crop_or_pad(x, cfg.length, cfg.crop, rng)
-    out = np.array(x, dtype=np.float32, copy=True)
+    # impute_nan copied the input, so x is ours: only a crop view or another dtype needs a copy
+    out = np.ascontiguousarray(x, dtype=np.float32)
     mask = np.asarray(ecg.lead_mask, dtype=bool)
     if mask.shape == (out.shape[0],):
         out[~mask] = 0.0

@@ -356,6 +356,21 @@ class Predictor:
         """
         if xray is None and ecg is None:
             raise ValueError("zeroshot needs an X-ray and/or an ECG")
-        ex = self.embed_xray(xray) if xray is not None else None
-        ee = self.embed_ecg(ecg) if ecg is not None else None
-        return self.classifier.classify(xray=ex, ecg=ee)[0]
+        # all numpy preprocessing first, then the towers back to back, and the embeddings stay
+        # tensors into the classifier: interleaving numpy and torch work costs more than either
+        # (the torch thread pool goes idle in between).
+        px = self._prep_xray(xray) if xray is not None else None
+        pe = self._prep_ecg(ecg) if ecg is not None else None
+        clf = self.classifier
+        model = self.model
+        with torch.inference_mode():
+            fx = fe = ex = ee = None
+            if px is not None:
+                fx = model.towers["xray"](torch.from_numpy(px)[None, None].to(self.device))
+            if pe is not None:
+                fe = model.towers["ecg"](torch.from_numpy(pe)[None].to(self.device))
+            if fx is not None:
+                ex = model.project("xray", fx)
+            if fe is not None:
+                ee = model.project("ecg", fe)
+            return clf.classify_unit(xray=ex, ecg=ee)[0]

@@ -148,7 +148,14 @@ class MedclipModel(nn.Module):
         tokens: dict[str, Any] = tokenize(list(texts))
         return tokens
 
-    def _project(self, key: str, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    def project(self, key: str, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Tower ``key``'s ``(B, F)`` features -> ``(B, E)`` float32 shared-space embeddings.
+
+        Args:
+            key: a tower name (``xray``, ``ecg``, or a text tower key).
+            features: that tower's output.
+            normalize: L2-normalise (default); False returns the raw head output.
+        """
         z = self.heads[key](features).float()
         return F.normalize(z, dim=-1) if normalize else z
 
@@ -159,11 +166,11 @@ class MedclipModel(nn.Module):
             x: images as the X-ray tower's ``input_spec`` describes.
             normalize: L2-normalise (default); False returns the raw head output.
         """
-        return self._project("xray", self.towers["xray"](x), normalize)
+        return self.project("xray", self.towers["xray"](x), normalize)
 
     def encode_ecg(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """``(B, 12, T)`` preprocessed ECGs -> ``(B, E)`` float32 embeddings (see encode_xray)."""
-        return self._project("ecg", self.towers["ecg"](x), normalize)
+        return self.project("ecg", self.towers["ecg"](x), normalize)
 
     def encode_text(
         self,
@@ -186,7 +193,7 @@ class MedclipModel(nn.Module):
         device = self.logit_scale.device
         ids = tokens["input_ids"].to(device)
         attn = tokens["attention_mask"].to(device)
-        return self._project(key, self.towers[key](ids, attn), normalize)
+        return self.project(key, self.towers[key](ids, attn), normalize)
 
     # ------------------------------------------------------------------ batches
     def _rows(

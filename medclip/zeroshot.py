@@ -361,8 +361,13 @@ class ZeroShotClassifier:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """Label names, in order."""
-        return tuple(s.label for s in self.prompt_sets)
+        """Label names, in order (cached while ``prompt_sets`` is the same object)."""
+        hit = self.__dict__.get("_labels_cache")
+        if hit is None or hit[0] is not self.prompt_sets:
+            hit = (self.prompt_sets, tuple(s.label for s in self.prompt_sets))
+            self.__dict__["_labels_cache"] = hit
+        labels: tuple[str, ...] = hit[1]
+        return labels
 
     def to(self, device: str | torch.device) -> ZeroShotClassifier:
         """Move the class embeddings to ``device`` (in place); returns self."""
@@ -381,6 +386,31 @@ class ZeroShotClassifier:
             raise ValueError(f"embeddings must be (B, {self.pos.shape[1]}), got {tuple(x.shape)}")
         return F.normalize(x, dim=-1)
 
+    def _class_matrix(self, modality: str | None) -> torch.Tensor:
+        """``(L, E)`` class directions of ``modality``, so that scoring is one matmul.
+
+        Multilabel: ``scale * (pos - neg)`` (the positive/negative softmax of each label is the
+        sigmoid of ``x . scale * (pos - neg)``); single: ``scale * pos``. Cached, and rebuilt
+        when ``pos``/``neg`` (or the modality's pair), the scale or the mode change.
+        """
+        pos, neg = self.modality_embeddings.get(modality or "", (self.pos, self.neg))
+        scale = self.logit_scale / self.cfg.temperature
+        single = self.cfg.mode == "single"
+        cache: dict[str, tuple[Any, ...]] = self.__dict__.setdefault("_matrix_cache", {})
+        hit = cache.get(modality or "")
+        if hit is not None and hit[0] is pos and hit[1] is neg and hit[2] == (scale, single):
+            matrix: torch.Tensor = hit[3]
+            return matrix
+        with torch.no_grad():
+            matrix = (scale * (pos if single else pos - neg)).contiguous()
+        cache[modality or ""] = (pos, neg, (scale, single), matrix)
+        return matrix
+
+    def _proba(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """``(B, L)`` probabilities of unit rows ``x`` against a :meth:`_class_matrix`."""
+        s = x @ matrix.T
+        return torch.softmax(s, dim=-1) if self.cfg.mode == "single" else torch.sigmoid(s)
+
     @torch.inference_mode()
     def predict_proba(
         self, emb: torch.Tensor | np.ndarray, modality: str | None = None
@@ -395,15 +425,7 @@ class ZeroShotClassifier:
         Returns:
             ``(B, L)`` float32; independent per label (multilabel) or rows summing to 1 (single).
         """
-        x = self._prep(emb)
-        pos, neg = self.modality_embeddings.get(modality or "", (self.pos, self.neg))
-        scale = self.logit_scale / self.cfg.temperature
-        s_pos = scale * (x @ pos.T)
-        if self.cfg.mode == "single":
-            return torch.softmax(s_pos, dim=-1)
-        s_neg = scale * (x @ neg.T)
-        # softmax over the (positive, negative) pair == sigmoid of the difference.
-        return torch.sigmoid(s_pos - s_neg)
+        return self._proba(self._prep(emb), self._class_matrix(modality))
 
     def _relevance(self, modality: str) -> np.ndarray:
         """``(L,)`` bool: may ``modality`` score each label in the fused output?
@@ -444,15 +466,23 @@ class ZeroShotClassifier:
             ValueError: if neither input is given or their batch sizes differ.
         """
         given = {m: self._prep(e) for m, e in (("xray", xray), ("ecg", ecg)) if e is not None}
+        return self.classify_unit(**given)
+
+    @torch.inference_mode()
+    def classify_unit(
+        self, xray: torch.Tensor | None = None, ecg: torch.Tensor | None = None
+    ) -> list[ZeroShotResult]:
+        """:meth:`classify` for embeddings that are already unit-norm ``(B, E)`` float32
+        tensors on the class embeddings' device (e.g. straight from ``encode_xray``): skips
+        the conversion and re-normalisation."""
+        given = {m: e for m, e in (("xray", xray), ("ecg", ecg)) if e is not None}
         if not given:
             raise ValueError("zero-shot needs an X-ray and/or an ECG embedding")
         sizes = {x.shape[0] for x in given.values()}
         if len(sizes) != 1:
             raise ValueError(f"X-ray and ECG batch sizes differ: {sorted(sizes)}")
-        per_mod = {
-            m: self.predict_proba(x, m).cpu().numpy().astype(np.float64) for m, x in given.items()
-        }
-        fused = self._fuse(given, per_mod)
+        per_mod, by_mean = self._score(given)
+        fused = self._fuse(per_mod, by_mean)
         return [
             ZeroShotResult(
                 labels=self.labels,
@@ -466,33 +496,69 @@ class ZeroShotClassifier:
             for i in range(next(iter(sizes)))
         ]
 
-    def _fuse(self, given: dict[str, torch.Tensor], per_mod: dict[str, np.ndarray]) -> np.ndarray:
+    def _score(
+        self, given: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Per-modality ``(B, L)`` probabilities, and those of the embeddings' mean.
+
+        The mean (renormalised sum of the given unit embeddings) is scored only for
+        ``fusion="embeddings"`` with more than one modality; with per-modality class
+        embeddings it is scored against each given modality's and averaged. Rows that share
+        class embeddings are scored in one matmul and copied to numpy once.
+        """
+        mods = list(given)
+        b = next(iter(given.values())).shape[0]
+        mean = None
+        if self.cfg.fusion == "embeddings" and len(mods) > 1:
+            mean = F.normalize(torch.stack(list(given.values())).sum(dim=0), dim=-1)
+        if not self.modality_embeddings:
+            rows = [given[m] for m in mods] + ([] if mean is None else [mean])
+            probs = self._proba(torch.cat(rows), self._class_matrix(None))
+            out = probs.cpu().numpy().astype(np.float64)
+            per_mod = {m: out[i * b : (i + 1) * b] for i, m in enumerate(mods)}
+            return per_mod, None if mean is None else out[len(mods) * b :]
+        per_mod, by_mean = {}, []
+        for m, x in given.items():
+            matrix = self._class_matrix(m)
+            rows = [x] if mean is None else [x, mean]
+            scored = self._proba(torch.cat(rows), matrix).cpu().numpy().astype(np.float64)
+            per_mod[m] = scored[:b]
+            by_mean.append(scored[b:])
+        return per_mod, None if mean is None else np.mean(by_mean, axis=0)
+
+    def _fusion_weights(self, mods: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``(M, L)`` weights that average each label over its relevant given modalities
+        (rows sum to 1 per label; 0 where none is relevant) and ``(L,)`` "none relevant".
+
+        Cached per modality tuple (asked on every request).
+        """
+        key = (mods, tuple(self.labels), id(self.cfg.label_modalities))
+        cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = self.__dict__.setdefault(
+            "_weight_cache", {}
+        )
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        relevant = np.stack([self._relevance(m) for m in mods]).astype(np.float64)  # (M, L)
+        total = relevant.sum(axis=0)
+        none = total == 0
+        weights = relevant / np.where(none, 1.0, total)
+        for a in (weights, none):
+            a.flags.writeable = False
+        cache[key] = (weights, none)
+        return weights, none
+
+    def _fuse(self, per_mod: dict[str, np.ndarray], by_mean: np.ndarray | None) -> np.ndarray:
         """``(B, L)`` fused probabilities (see the module docstring)."""
-        mods = list(per_mod)
+        mods = tuple(per_mod)
         stacked = np.stack([per_mod[m] for m in mods])  # (M, B, L)
         if self.cfg.mode == "single":
             # closed-set choice over the labels: every given modality votes on every label.
-            if self.cfg.fusion == "embeddings" and len(mods) > 1:
-                return self._fused_embedding_proba(given)
-            return stacked.mean(axis=0)
-        relevant = np.stack([self._relevance(m) for m in mods])  # (M, L)
-        weights = np.broadcast_to(relevant[:, None, :], stacked.shape).astype(np.float64)
-        total = weights.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fused = (stacked * weights).sum(axis=0) / total
-        fused[total == 0] = np.nan
-        if self.cfg.fusion == "embeddings" and len(mods) > 1:
-            both = relevant.all(axis=0)  # labels every given modality may score
-            if both.any():
-                fused[:, both] = self._fused_embedding_proba(given)[:, both]
+            return by_mean.copy() if by_mean is not None else stacked.mean(axis=0)
+        weights, none = self._fusion_weights(mods)
+        fused = np.einsum("mbl,ml->bl", stacked, weights)
+        fused[:, none] = np.nan
+        if by_mean is not None:
+            both = np.stack([self._relevance(m) for m in mods]).all(axis=0)
+            fused[:, both] = by_mean[:, both]
         return fused
-
-    def _fused_embedding_proba(self, given: dict[str, torch.Tensor]) -> np.ndarray:
-        """``(B, L)`` probabilities of the renormalised mean of the given unit embeddings.
-
-        With per-modality class embeddings, the mean embedding is scored against each given
-        modality's class embeddings and those probabilities are averaged.
-        """
-        mean = F.normalize(torch.stack(list(given.values())).sum(dim=0), dim=-1)
-        probs = [self.predict_proba(mean, m).cpu().numpy() for m in given]
-        return np.mean(probs, axis=0).astype(np.float64)

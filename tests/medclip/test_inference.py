@@ -135,3 +135,18 @@ def test_from_path_uses_load_bundle(
     pred = Predictor.from_path(tmp_path)
     assert seen == [tmp_path]
     assert pred.labels[0] == "No Finding" and "AFIB" in pred.labels  # default vocabularies
+
+
+def test_zeroshot_equals_embeddings_then_classify(
+    predictor: Predictor, cxr_path: Path, ecg_path: Path
+) -> None:
+    got = predictor.zeroshot(xray=cxr_path, ecg=ecg_path)
+    want = predictor.classifier.classify(
+        xray=predictor.embed_xray(cxr_path), ecg=predictor.embed_ecg(ecg_path)
+    )[0]
+    np.testing.assert_allclose(got.probabilities, want.probabilities, rtol=1e-5, atol=1e-6)
+    for m in ("xray", "ecg"):
+        np.testing.assert_allclose(got.per_modality[m], want.per_modality[m], rtol=1e-5)
+    only = predictor.zeroshot(ecg=ecg_path)
+    np.testing.assert_allclose(only.per_modality["ecg"], want.per_modality["ecg"], rtol=1e-5)
+    assert set(only.per_modality) == {"ecg"}

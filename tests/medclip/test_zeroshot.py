@@ -262,3 +262,40 @@ def test_separate_text_towers_give_per_modality_class_embeddings() -> None:
     np.testing.assert_allclose(res[0].per_modality["ecg"], ref_e.predict_proba(e)[0], rtol=1e-5)
     with pytest.raises(ValueError, match="mapping keys"):
         ZeroShotClassifier.from_encoder({"mri": bag_of_words}, labels)
+
+
+@pytest.mark.parametrize("mode", ["multilabel", "single"])
+def test_separate_towers_with_embedding_fusion_average_each_towers_scores(mode: str) -> None:
+    def other(texts: list[str]) -> torch.Tensor:
+        return bag_of_words([t + " ecg" for t in texts])
+
+    labels = ["AFIB", "Edema"]
+    cfg = ZeroShotConfig(
+        mode=mode,  # type: ignore[arg-type]
+        fusion="embeddings",
+        label_modalities={"Edema": ("xray", "ecg"), "AFIB": ("xray", "ecg")},
+    )
+    clf = ZeroShotClassifier.from_encoder({"xray": bag_of_words, "ecg": other}, labels, cfg)
+    gen = torch.Generator().manual_seed(6)
+    x, e = torch.randn(3, DIM, generator=gen), torch.randn(3, DIM, generator=gen)
+    res = clf.classify(xray=x, ecg=e)
+    mean = F.normalize(F.normalize(x, dim=-1) + F.normalize(e, dim=-1), dim=-1)
+    expected = (clf.predict_proba(mean, "xray") + clf.predict_proba(mean, "ecg")).numpy() / 2
+    for i in range(3):
+        np.testing.assert_allclose(res[i].probabilities, expected[i], rtol=1e-5)
+        np.testing.assert_allclose(
+            res[i].per_modality["ecg"], clf.predict_proba(e, "ecg")[i].numpy(), rtol=1e-5
+        )
+
+
+def test_replaced_class_embeddings_and_scale_are_used_at_once() -> None:
+    clf = ZeroShotClassifier.from_encoder(bag_of_words, ["Edema", "Pneumothorax"])
+    x = torch.randn(2, DIM, generator=torch.Generator().manual_seed(7))
+    before = clf.classify(xray=x)[0].probabilities
+    clf.pos, clf.neg = clf.neg, clf.pos  # swap: every probability becomes 1 - p
+    np.testing.assert_allclose(clf.classify(xray=x)[0].probabilities, 1 - before, rtol=1e-5)
+    clf.pos, clf.neg = clf.neg, clf.pos
+    clf.logit_scale = 50.0  # sharper: further from 0.5, same side
+    sharper = clf.classify(xray=x)[0].probabilities
+    assert np.all(np.abs(sharper - 0.5) >= np.abs(before - 0.5))
+    assert np.all(np.sign(sharper - 0.5) == np.sign(before - 0.5))
