@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from encoders.registry import ConfigError, InputSpec, register_encoder
+from encoders.text_prefix import PrefixCache, check_prefix, forward_with_prefix_cache
 from encoders.weights import LoadReport, load_pretrained
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ class TextEncoderConfig:
         grad_checkpointing: recompute transformer layers in backward.
         dropout: if set, the probability of every dropout layer of the backbone (hidden and
             attention dropout; LoRA keeps ``lora_dropout``). None keeps the model's own values.
+        prefix_cache_mb: with ``lora_top_layers``, keep the frozen lower layers' output of each
+            distinct text, up to this many MiB, and run only the top layers on it
+            (:mod:`encoders.text_prefix`; the cached layers run without dropout). 0: off.
     """
 
     source: str = "minilm"
@@ -73,6 +77,7 @@ class TextEncoderConfig:
     pretrained_strict: bool = True
     grad_checkpointing: bool = False
     dropout: float | None = None
+    prefix_cache_mb: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
@@ -100,6 +105,12 @@ class TextEncoderConfig:
             )
         if self.lora_top_layers < 0:
             raise ValueError(f"lora_top_layers: must be >= 0, got {self.lora_top_layers}")
+        if self.prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb: must be >= 0, got {self.prefix_cache_mb}")
+        if self.prefix_cache_mb and not (self.lora and self.lora_top_layers):
+            raise ValueError(
+                "prefix_cache_mb: needs lora with lora_top_layers (a frozen prefix to cache)"
+            )
         if self.lora_bias not in _LORA_BIASES:
             raise ValueError(f"lora_bias: choose one of {_LORA_BIASES}, got {self.lora_bias!r}")
         for key in ("tiny_hidden", "tiny_layers", "tiny_heads", "tiny_intermediate"):
@@ -243,6 +254,13 @@ class TextEncoder(nn.Module):
             self._wrap_lora(cfg)
         if cfg.pretrained_path:
             self.load_weights(cfg.pretrained_path, strict=cfg.pretrained_strict)
+        self._prefix_depth = 0
+        self.prefix_cache: PrefixCache | None = None
+        if cfg.prefix_cache_mb:
+            depth = int(self.model.config.num_hidden_layers) - cfg.lora_top_layers
+            check_prefix(self.model, self.tokenizer, depth)
+            self._prefix_depth = depth
+            self.prefix_cache = PrefixCache(cfg.prefix_cache_mb * 2**20)
         # from_pretrained returns the model in eval mode; like every nn.Module this tower starts
         # in training mode, so its (LoRA) dropout follows .train()/.eval() of the whole model.
         self.train()
@@ -356,9 +374,15 @@ class TextEncoder(nn.Module):
             raise ValueError(f"TextEncoder expects (B, L) input_ids, got {tuple(input_ids.shape)}")
         if attention_mask is None:
             attention_mask = (input_ids != self.tokenizer.pad_token_id).long()
-        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)
-        hidden: torch.Tensor = out.last_hidden_state
+        hidden: torch.Tensor
+        if self.prefix_cache is not None and self._lora and token_type_ids is None:
+            hidden = forward_with_prefix_cache(
+                self.model, self.prefix_cache, self._prefix_depth, input_ids, attention_mask
+            )
+        else:
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)
+            hidden = out.last_hidden_state
         if self.config.pooling == "cls":
             return hidden[:, 0]
         return masked_mean_pool(hidden, attention_mask)
@@ -388,7 +412,21 @@ class TextEncoder(nn.Module):
         if self._lora:
             self.model = self.model.merge_and_unload()
             self._lora = False
+        self._forget_prefix()
         return self
+
+    def _forget_prefix(self) -> None:
+        cache = self.__dict__.get("prefix_cache")
+        if cache is not None:
+            cache.clear()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> TextEncoder:
+        self._forget_prefix()  # device or dtype change
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._forget_prefix()  # new weights
+        super()._load_from_state_dict(*args, **kwargs)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute transformer layers in backward (non-reentrant, works with LoRA)."""

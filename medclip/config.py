@@ -100,7 +100,13 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with separate groups for towers, heads (incl. logit scale) and LoRA."""
+    """AdamW with separate groups for towers, heads (incl. logit scale) and LoRA.
+
+    ``schedule``: the cosine after warm-up spans ``epochs`` (``trainer.max_epochs``; exactly
+    reproducible) or ``time`` (the ``trainer.max_time_s`` budget, measured like Lightning's
+    time limit, so a time-capped run anneals by the time it stops, whatever the machine's
+    speed; the learning rates then depend on timing and are not bit-reproducible).
+    """
 
     lr_towers: float = 1e-4
     lr_heads: float = 1e-3
@@ -113,11 +119,14 @@ class OptimConfig:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05
     grad_clip_norm: float | None = 1.0
+    schedule: Literal["epochs", "time"] = "epochs"
 
     def __post_init__(self) -> None:
         for k in ("lr_towers", "lr_heads", "lr_lora"):
             if getattr(self, k) <= 0:
                 raise ConfigError(f"optim.{k}: must be positive")
+        if self.schedule not in ("epochs", "time"):
+            raise ConfigError(f"optim.schedule: choose 'epochs' or 'time', got {self.schedule!r}")
 
 
 @dataclass(frozen=True)

@@ -133,12 +133,22 @@ _LABEL_MODALITIES: dict[str, tuple[str, ...]] = {
     **{lab: ("ecg",) for lab in ECG_LABELS + EXTRA_ECG_LABELS + PTBXL_SUPERCLASS_LABELS},
 }
 
+#: label -> the normal label whose normal-study prompts are its negatives (see
+#: ``ZeroShotConfig.contrast_normal``): every ECG label against ``NORM``.
+_CONTRAST_NORMAL: dict[str, str] = {
+    lab: "NORM"
+    for lab in ECG_LABELS + EXTRA_ECG_LABELS + PTBXL_SUPERCLASS_LABELS
+    if lab not in NORMAL_LABELS
+}
+
 #: label -> clinical synonyms (the first is the canonical phrase).
 DEFAULT_SYNONYMS: Mapping[str, tuple[str, ...]] = MappingProxyType(_SYNONYMS)
 #: normal label -> sentences describing a normal study (its positive prompts).
 DEFAULT_NORMAL_PROMPTS: Mapping[str, tuple[str, ...]] = MappingProxyType(_NORMAL_PROMPTS)
 #: normal label -> sentences describing abnormal findings (its negative prompts).
 DEFAULT_ABNORMAL_PROMPTS: Mapping[str, tuple[str, ...]] = MappingProxyType(_ABNORMAL_PROMPTS)
+#: label -> normal label whose normal prompts are the label's negatives (ECG labels: NORM).
+DEFAULT_CONTRAST_NORMAL: Mapping[str, str] = MappingProxyType(_CONTRAST_NORMAL)
 #: label -> modalities whose embeddings the fused probability uses (see ``ZeroShotConfig``).
 DEFAULT_LABEL_MODALITIES: Mapping[str, tuple[str, ...]] = MappingProxyType(_LABEL_MODALITIES)
 

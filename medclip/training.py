@@ -33,10 +33,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import nn
 
 from datamodules.types import Batch
-from medclip.config import MedclipConfig, OptimConfig, from_dict
+from medclip.config import ConfigError, MedclipConfig, OptimConfig, from_dict
 from medclip.distributed import gather_no_grad
 from medclip.losses import ContrastiveLoss, LossOutput
 from medclip.model import Embeddings, MedclipModel
@@ -110,19 +111,26 @@ class WarmupCosine:
 
     A plain callable object so its attributes (plain numbers) go into the scheduler's
     state dict and a resumed run keeps the original schedule. ``total=0`` means "not known
-    yet" (set before the first step).
+    yet" (set before the first step). With ``budget_s > 0`` the cosine follows time instead
+    of steps: progress is ``elapsed_s / budget_s``, and the training module updates
+    ``elapsed_s`` before every step.
     """
 
-    def __init__(self, warmup: int, total: int, min_ratio: float) -> None:
+    def __init__(self, warmup: int, total: int, min_ratio: float, budget_s: float = 0.0) -> None:
         self.warmup = int(max(0, warmup))
         self.total = int(max(0, total))
         self.min_ratio = float(min_ratio)
+        self.budget_s = float(max(0.0, budget_s))
+        self.elapsed_s = 0.0
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
-        span = max(1, self.total - self.warmup)
-        progress = min(1.0, (step - self.warmup) / span)
+        if self.budget_s > 0:
+            progress = min(1.0, max(0.0, self.elapsed_s / self.budget_s))
+        else:
+            span = max(1, self.total - self.warmup)
+            progress = min(1.0, (step - self.warmup) / span)
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -184,15 +192,43 @@ class ContrastiveModule(L.LightningModule):
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def on_train_start(self) -> None:
-        """Span the cosine schedule over the run (a resumed run keeps its checkpoint's)."""
-        pending = [
+    def _schedules(self) -> list[WarmupCosine]:
+        return [
             fn
             for sched_cfg in self.trainer.lr_scheduler_configs
             for fn in getattr(sched_cfg.scheduler, "lr_lambdas", [])
-            if isinstance(fn, WarmupCosine) and fn.total == 0
+            if isinstance(fn, WarmupCosine)
         ]
+
+    def _timer(self) -> Timer:
+        """Lightning's time-limit callback (it also times the schedule)."""
+        for cb in self.trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(cb, Timer):
+                return cb
+        raise ConfigError("optim.schedule=time needs a time budget: set trainer.max_time_s")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Time-based schedule: tell it the training time so far (resumed runs included)."""
+        if self.cfg.optim.schedule == "time":
+            elapsed = self._timer().time_elapsed("train")
+            for fn in self._schedules():
+                fn.elapsed_s = elapsed
+
+    def on_train_start(self) -> None:
+        """Span the cosine schedule over the run (a resumed run keeps its checkpoint's)."""
+        pending = [fn for fn in self._schedules() if fn.total == 0]
         if not pending:
+            return
+        if self.cfg.optim.schedule == "time":
+            timer = self._timer()
+            budget = timer.time_elapsed("train") + (timer.time_remaining("train") or 0.0)
+            for fn in pending:
+                fn.total, fn.budget_s = 1, budget
+            log.info(
+                "LR schedule: %d warm-up steps, cosine over the %.0f s time budget",
+                self.cfg.optim.warmup_steps,
+                budget,
+            )
             return
         total = self._schedule_steps()
         for fn in pending:

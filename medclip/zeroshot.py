@@ -93,7 +93,8 @@ class PromptSet:
 def build_prompt_sets(
     labels: Sequence[str], cfg: ZeroShotConfig | None = None
 ) -> tuple[PromptSet, ...]:
-    """Templates x synonyms for each label, with negated prompts.
+    """Templates x synonyms for each label, with negated prompts (or, for labels in
+    ``contrast_normal``, that normal label's normal-study prompts as the negatives).
 
     Config entries override the defaults of :mod:`medclip.prompts` label by label. A label with
     no synonyms anywhere uses its lower-cased name.
@@ -125,7 +126,20 @@ def build_prompt_sets(
             logger.info("no synonyms for label %r; using its name as the only phrase", label)
             syns = (label.lower(),)
         pos_t = tuple(dict.fromkeys(t.format(s) for t in cfg.templates_pos for s in syns))
-        neg_t = tuple(dict.fromkeys(t.format(s) for t in cfg.templates_neg for s in syns))
+        normal = cfg.contrast_normal.get(label, default_prompts.DEFAULT_CONTRAST_NORMAL.get(label))
+        if normal and normal in cfg.normal_labels:
+            neg_t = tuple(
+                cfg.normal_prompts.get(normal)
+                or default_prompts.DEFAULT_NORMAL_PROMPTS.get(normal)
+                or ()
+            )
+            if not neg_t:
+                raise ValueError(
+                    f"label {label!r} is contrasted with {normal!r}, which has no "
+                    "zeroshot.normal_prompts"
+                )
+        else:
+            neg_t = tuple(dict.fromkeys(t.format(s) for t in cfg.templates_neg for s in syns))
         sets.append(PromptSet(label, pos_t, neg_t))
     return tuple(sets)
 

@@ -36,6 +36,13 @@ class ZeroShotConfig:
             probabilities, default) or ``embeddings`` (score the renormalised mean embedding).
         label_modalities: label -> modalities (``xray``/``ecg``) that may score it in the fused
             multi-label output; labels not listed use every modality given.
+        contrast_normal: label -> a normal label whose normal-study prompts are this label's
+            negative prompts instead of negations (``""``: negations). The default contrasts
+            every ECG label with ``NORM``: machine ECG statements (PTB-XL, MIMIC-IV-ECG) state
+            findings and never negate them, so "no atrial fibrillation." is outside the
+            language the text tower was tuned on, while "sinus rhythm. normal ecg." is in it.
+            Radiology reports do negate findings ("No pneumothorax."), so X-ray labels keep
+            negated prompts (CheXzero).
     """
 
     mode: str = "multilabel"
@@ -49,6 +56,7 @@ class ZeroShotConfig:
     average_raw_embeddings: bool = True
     fusion: str = "probabilities"
     label_modalities: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    contrast_normal: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -70,6 +78,16 @@ class ZeroShotConfig:
                     raise ValueError(f"zeroshot.{key}: template {t!r} must contain '{{}}' once")
         for key in ("synonyms", "normal_prompts", "abnormal_prompts", "label_modalities"):
             object.__setattr__(self, key, _tuple_values(key, getattr(self, key)))
+        contrast = {
+            str(k): "" if v is None else str(v) for k, v in dict(self.contrast_normal).items()
+        }
+        object.__setattr__(self, "contrast_normal", contrast)
+        for label, normal in contrast.items():
+            if normal and normal not in self.normal_labels:
+                raise ValueError(
+                    f"zeroshot.contrast_normal.{label}: {normal!r} is not one of the normal "
+                    f"labels {list(self.normal_labels)} (use '' for negated prompts)"
+                )
         for label, mods in self.label_modalities.items():
             bad = [m for m in mods if m not in _MODALITIES]
             if bad or not mods:

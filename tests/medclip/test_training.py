@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.types import Batch
 from medclip.config import (
+    ConfigError,
     LossConfig,
     MedclipConfig,
     ModelConfig,
@@ -114,6 +115,32 @@ def test_warmup_cosine_schedule() -> None:
     assert f(20) == pytest.approx(0.1) and f(50) == pytest.approx(0.1)
     values = [f(s) for s in range(4, 21)]
     assert all(a >= b for a, b in itertools.pairwise(values))
+
+
+def test_time_budget_schedule_follows_elapsed_time() -> None:
+    f = WarmupCosine(warmup=2, total=1, min_ratio=0.1, budget_s=100.0)
+    assert [f(0), f(1)] == pytest.approx([0.5, 1.0])  # warm-up still counts steps
+    f.elapsed_s = 50.0
+    assert f(3) == pytest.approx(f(300)) == pytest.approx(0.1 + 0.9 * 0.5)  # steps do not matter
+    f.elapsed_s = 250.0
+    assert f(3) == pytest.approx(0.1)  # past the budget: the floor
+
+
+def test_time_schedule_anneals_within_the_time_cap(tmp_path: Path) -> None:
+    cfg = tiny_config(max_epochs=1000, max_time_s=6)
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, schedule="time"))
+    result = fit(cfg, datamodule=ToyData(n_val=0), out_dir=tmp_path, enable_progress_bar=False)
+    ckpt = torch.load(result.last_checkpoint, weights_only=True)  # plain numbers only
+    sched = ckpt["lr_schedulers"][0]["lr_lambdas"][0]
+    assert sched["budget_s"] == pytest.approx(6.0, abs=0.5)
+    assert 0.8 * sched["budget_s"] < sched["elapsed_s"] <= sched["budget_s"] + 1.0
+    # the last learning rate is near the floor although max_epochs was far away
+    assert ckpt["lr_schedulers"][0]["_last_lr"][0] < 0.2 * cfg.optim.lr_towers
+    no_cap = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, max_time_s=None))
+    with pytest.raises(ConfigError, match="max_time_s"):
+        fit(no_cap, datamodule=ToyData(), out_dir=tmp_path / "b", enable_progress_bar=False)
+    with pytest.raises(ConfigError, match="schedule"):
+        OptimConfig(schedule="linear")  # type: ignore[arg-type]
 
 
 def test_logit_scale_reaches_the_optimizer_and_moves(tmp_path: Path) -> None:

@@ -299,3 +299,17 @@ def test_replaced_class_embeddings_and_scale_are_used_at_once() -> None:
     sharper = clf.classify(xray=x)[0].probabilities
     assert np.all(np.abs(sharper - 0.5) >= np.abs(before - 0.5))
     assert np.all(np.sign(sharper - 0.5) == np.sign(before - 0.5))
+
+
+def test_ecg_labels_are_contrasted_with_normal_ecg_statements() -> None:
+    sets = {s.label: s for s in build_prompt_sets(["AFIB", "Cardiomegaly", "NORM"])}
+    assert sets["AFIB"].negative == prompts.DEFAULT_NORMAL_PROMPTS["NORM"]
+    assert "atrial fibrillation." in sets["AFIB"].positive
+    assert all(p.startswith(("no ", "there is no")) for p in sets["Cardiomegaly"].negative)
+    assert sets["NORM"].is_normal  # the normal label itself keeps its abnormal prompts
+    cfg = ZeroShotConfig(contrast_normal={"AFIB": "", "Cardiomegaly": "No Finding"})
+    sets = {s.label: s for s in build_prompt_sets(["AFIB", "Cardiomegaly"], cfg)}
+    assert all(p.startswith(("no ", "there is no")) for p in sets["AFIB"].negative)
+    assert sets["Cardiomegaly"].negative == prompts.DEFAULT_NORMAL_PROMPTS["No Finding"]
+    with pytest.raises(ValueError, match="normal labels"):
+        ZeroShotConfig(contrast_normal={"AFIB": "SBRAD"})
