@@ -220,3 +220,21 @@ def test_highpass_matches_scipy_filtfilt(n: int, fs: float) -> None:
     got = highpass(x, fs, 0.5)
     assert got.dtype == np.float32 and got.shape == x.shape and got.flags.c_contiguous
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fs, n", [(100.0, 1000), (500.0, 5000), (250.0, 2600)])
+def test_per_lead_standardisation_equals_numpy_std_bitwise(fs: float, n: int) -> None:
+    """The shared centred copy gives exactly ``(x - x.mean()) / x.std()`` (caches stay valid)."""
+    from datamodules.transforms import EcgTransformConfig, highpass, preprocess_ecg
+    from datamodules.types import Ecg
+
+    rng = np.random.default_rng(int(n))
+    sig = (rng.normal(size=(12, n)).cumsum(-1) * 0.02 + rng.normal(size=(12, n))).astype(np.float32)
+    sig[3] = 0.0  # a flat lead is not scaled
+    cfg = EcgTransformConfig(fs_hz=fs, length=n, standardize="per_lead")
+    got = preprocess_ecg(Ecg(signal=sig, fs=fs), cfg)
+    x = highpass(sig, fs, cfg.highpass_hz)
+    mean, std = x.mean(axis=-1, keepdims=True), x.std(axis=-1, keepdims=True)
+    want = (x - mean) / np.where(std < 1e-6, 1.0, std)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want.astype(np.float32))
