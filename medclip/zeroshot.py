@@ -525,19 +525,16 @@ class ZeroShotClassifier:
         mean = None
         if self.cfg.fusion == "embeddings" and len(mods) > 1:
             mean = F.normalize(torch.stack(list(given.values())).sum(dim=0), dim=-1)
-        if not self.modality_embeddings:
-            rows = [given[m] for m in mods] + ([] if mean is None else [mean])
-            probs = self._proba(torch.cat(rows), self._class_matrix(None))
-            out = probs.cpu().numpy().astype(np.float64)
-            per_mod = {m: out[i * b : (i + 1) * b] for i, m in enumerate(mods)}
-            return per_mod, None if mean is None else out[len(mods) * b :]
+        # one matmul per class matrix: all modalities share it unless the towers are separate
+        groups = [(None, mods)] if not self.modality_embeddings else [(m, [m]) for m in mods]
         per_mod, by_mean = {}, []
-        for m, x in given.items():
-            matrix = self._class_matrix(m)
-            rows = [x] if mean is None else [x, mean]
-            scored = self._proba(torch.cat(rows), matrix).cpu().numpy().astype(np.float64)
-            per_mod[m] = scored[:b]
-            by_mean.append(scored[b:])
+        for key, group in groups:
+            rows = [given[m] for m in group] + ([] if mean is None else [mean])
+            probs = self._proba(torch.cat(rows), self._class_matrix(key))
+            out = probs.cpu().numpy().astype(np.float64)
+            for i, m in enumerate(group):
+                per_mod[m] = out[i * b : (i + 1) * b]
+            by_mean.append(out[len(group) * b :])
         return per_mod, None if mean is None else np.mean(by_mean, axis=0)
 
     def _fusion_weights(self, mods: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
